@@ -1,0 +1,157 @@
+"""Configuration: values given in code win over environment variables, which win over defaults.
+
+A bad value in code raises :class:`~bitfab.exceptions.ConfigError` at once (the developer is
+there to see it). A bad value in the environment logs one warning and keeps the default: a typo
+in a deployment must never crash the app being traced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bitfab._internal import logger
+from bitfab.exceptions import ConfigError
+
+__all__ = ["Config", "resolve_config"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Resolved settings of one :class:`~bitfab.Bitfab` instance."""
+
+    enabled: bool = True
+    db: str | None = None
+    """Path of the embedded SQLite store; ``None`` means ``.bitfab/bitfab.db`` under the cwd."""
+    url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    max_queue_size: int = 50_000
+    max_batch_size: int = 512
+    schedule_delay: float = 0.5
+    export_timeout: float = 30.0
+    shutdown_timeout: float = 2.0
+    max_field_bytes: int = 256 * 1024
+    max_span_bytes: int = 1024 * 1024
+    max_generator_items: int = 1000
+    propagate_threads: bool = True
+    redact: tuple[str, ...] = ()
+
+    def db_path(self) -> str:
+        if self.db:
+            return self.db
+        return os.path.join(os.getcwd(), ".bitfab", "bitfab.db")
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError(f"expected one of {sorted(_TRUE | _FALSE)}")
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a positive integer")
+    number = int(str(value).strip()) if isinstance(value, str) else value
+    if not isinstance(number, int) or number <= 0:
+        raise ValueError("expected a positive integer")
+    return number
+
+
+def _positive_float(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a positive number")
+    number = float(value.strip()) if isinstance(value, str) else value
+    if not isinstance(number, (int, float)) or not number > 0 or number != number:
+        raise ValueError("expected a positive number")
+    return float(number)
+
+
+def _bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return _parse_bool(value)
+    raise ValueError("expected true or false")
+
+
+def _opt_str(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value.strip() or None
+
+
+def _names(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, Iterable):
+        names = tuple(value)
+        if all(isinstance(name, str) for name in names):
+            return names
+    raise ValueError("expected a list of names")
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "enabled": _bool,
+    "db": _opt_str,
+    "url": _opt_str,
+    "api_key": _opt_str,
+    "max_queue_size": _positive_int,
+    "max_batch_size": _positive_int,
+    "schedule_delay": _positive_float,
+    "export_timeout": _positive_float,
+    "shutdown_timeout": _positive_float,
+    "max_field_bytes": _positive_int,
+    "max_span_bytes": _positive_int,
+    "max_generator_items": _positive_int,
+    "propagate_threads": _bool,
+    "redact": _names,
+}
+
+ENV_NAMES: dict[str, str] = {name: f"BITFAB_{name.upper()}" for name in _PARSERS}
+
+
+def resolve_config(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    base: Config | None = None,
+) -> Config:
+    """Build a :class:`Config` from ``base`` (or the defaults), the environment, then ``overrides``."""
+    values: dict[str, Any] = dataclasses.asdict(base or Config())
+    env = os.environ if environ is None else environ
+    if base is None:
+        for name, env_name in ENV_NAMES.items():
+            raw = env.get(env_name)
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                values[name] = _PARSERS[name](raw)
+            except (ValueError, TypeError) as exc:
+                logger.warning(
+                    "bitfab: ignoring %s=%r (%s); using the default %r",
+                    env_name,
+                    raw if name != "api_key" else "***",
+                    exc,
+                    values[name],
+                )
+    for name, value in (overrides or {}).items():
+        if name not in _PARSERS:
+            known = ", ".join(sorted(_PARSERS))
+            raise ConfigError(f"unknown setting {name!r}; known settings: {known}")
+        try:
+            values[name] = _PARSERS[name](value)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"invalid value for {name}: {value!r} ({exc})") from None
+    if values["max_batch_size"] > values["max_queue_size"]:
+        values["max_batch_size"] = values["max_queue_size"]
+    return Config(**values)

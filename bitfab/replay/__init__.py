@@ -1,0 +1,7 @@
+"""Replay recorded calls through the current code: ``fn.replay()`` / ``bitfab.replay(fn)``."""
+
+from __future__ import annotations
+
+from bitfab.replay.engine import run_areplay, run_replay
+
+__all__ = ["run_areplay", "run_replay"]

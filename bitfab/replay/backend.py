@@ -1,0 +1,135 @@
+"""Where replay gets recorded calls and keeps test runs: one interface, two implementations.
+
+:class:`LocalBackend` calls the store in-process (the embedded mode). A remote backend speaking
+PROTOCOL.md's replay endpoints implements the same methods over HTTP.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bitfab.replay import service
+from bitfab.replay.service import ItemRef
+from bitfab.store import Store, TestRun, TestRunItem, open_store
+from bitfab.store.records import utc_now_iso
+
+__all__ = ["Backend", "LocalBackend", "StartedRun"]
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    """A test run the backend opened (``test_run_id`` is None for a dry run) and its items."""
+
+    test_run_id: str | None
+    test_run_url: str | None
+    items: list[ItemRef]
+    unknown_trace_ids: list[str] = field(default_factory=list)
+
+
+class Backend(Protocol):
+    def start_run(
+        self,
+        key: str,
+        *,
+        limit: int | None,
+        trace_ids: Sequence[str] | None,
+        name: str | None,
+        options: Mapping[str, Any],
+        code_version: str | None,
+        dry_run: bool,
+    ) -> StartedRun: ...
+
+    def fetch_span(self, span_id: str) -> dict[str, Any] | None: ...
+
+    def span_tree(self, span_id: str) -> dict[str, Any] | None: ...
+
+    def complete_run(
+        self,
+        run_id: str,
+        *,
+        items: Sequence[Mapping[str, Any]],
+        summary: Mapping[str, Any],
+        status: str,
+    ) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class LocalBackend:
+    """Replay against a store in this process (``.bitfab/bitfab.db`` by default)."""
+
+    def __init__(self, store: Store | str, *, url_prefix: str = "") -> None:
+        self._owns = isinstance(store, str)
+        self.store: Store = open_store(store) if isinstance(store, str) else store
+        self.url_prefix = url_prefix.rstrip("/")
+
+    def run_url(self, run_id: str) -> str:
+        return f"{self.url_prefix}/runs/{run_id}"
+
+    def start_run(
+        self,
+        key: str,
+        *,
+        limit: int | None,
+        trace_ids: Sequence[str] | None,
+        name: str | None,
+        options: Mapping[str, Any],
+        code_version: str | None,
+        dry_run: bool,
+    ) -> StartedRun:
+        selection = service.select_items(self.store, key, limit=limit, trace_ids=trace_ids)
+        if dry_run:
+            return StartedRun(None, None, selection.items, selection.unknown_trace_ids)
+        run_id = str(uuid.uuid4())
+        self.store.create_test_run(
+            TestRun(
+                id=run_id,
+                key=key,
+                created_at=utc_now_iso(),
+                name=name,
+                status="running",
+                options=dict(options),
+                code_version=code_version,
+                extra={
+                    "items": [service.item_payload(item) for item in selection.items],
+                    "unknownTraceIds": selection.unknown_trace_ids,
+                },
+            )
+        )
+        return StartedRun(
+            run_id, self.run_url(run_id), selection.items, selection.unknown_trace_ids
+        )
+
+    def fetch_span(self, span_id: str) -> dict[str, Any] | None:
+        return self.store.get_span(span_id)
+
+    def span_tree(self, span_id: str) -> dict[str, Any] | None:
+        return service.span_tree(self.store.subtree(span_id), span_id)
+
+    def complete_run(
+        self,
+        run_id: str,
+        *,
+        items: Sequence[Mapping[str, Any]],
+        summary: Mapping[str, Any],
+        status: str,
+    ) -> None:
+        rows = [
+            TestRunItem(
+                idx=index,
+                original_trace_id=item.get("original_trace_id"),
+                original_span_id=item.get("original_span_id"),
+                replay_trace_id=item.get("trace_id"),
+                verdict=item.get("verdict"),
+                item=item,
+            )
+            for index, item in enumerate(items)
+        ]
+        self.store.complete_test_run(run_id, items=rows, summary=summary, status=status)
+
+    def close(self) -> None:
+        if self._owns:
+            self.store.close()

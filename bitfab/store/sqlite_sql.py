@@ -1,0 +1,172 @@
+"""Every SQL statement of the SQLite store: constant strings, values always bound.
+
+Kept apart from ``sqlite.py`` so the Python reads as Python; a PostgreSQL store writes its own.
+"""
+
+from __future__ import annotations
+
+INSERT_SPAN = """
+    INSERT INTO spans (
+        id, trace_id, parent_id, key, name, span_type, started_at, ended_at, start_us, end_us,
+        duration_ms, is_root, error, test_run_id, input_source_span_id, mocked, model,
+        input_tokens, output_tokens, cached_tokens, cost_usd, replayable, record
+    ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (id) DO NOTHING
+"""
+INSERT_TRACE = """
+    INSERT INTO traces (
+        id, key, completed, expected_span_count, test_run_id, input_source_trace_id,
+        started_at, ended_at, dropped, record
+    ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (id) DO NOTHING
+"""
+DROP_TRACE = """
+    INSERT INTO traces (
+        id, key, completed, expected_span_count, test_run_id, input_source_trace_id,
+        started_at, ended_at, dropped, record
+    ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (id) DO UPDATE SET dropped = 1, record = excluded.record
+    WHERE traces.dropped = 0
+"""
+DELETE_TRACE_SPANS = "DELETE FROM spans WHERE trace_id = ?"
+DROPPED_AMONG = "SELECT id FROM traces WHERE dropped = 1 AND id IN (SELECT value FROM json_each(?))"
+
+GET_SPAN = "SELECT record FROM spans WHERE id = ?"
+TRACE_SPANS = "SELECT record FROM spans WHERE trace_id = ? ORDER BY start_us IS NULL, start_us, id"
+SUBTREE = """
+    WITH RECURSIVE subtree (id, trace_id) AS (
+        SELECT id, trace_id FROM spans WHERE id = ?
+        UNION
+        SELECT s.id, s.trace_id FROM subtree AS p
+        JOIN spans AS s ON s.trace_id = p.trace_id AND s.parent_id = p.id
+    )
+    SELECT record FROM spans WHERE id IN (SELECT id FROM subtree)
+    ORDER BY start_us IS NULL, start_us, id
+"""
+GET_TRACE = "SELECT record FROM traces WHERE id = ? AND dropped = 0"
+COMPLETED_SPAN_COUNTS = """
+    SELECT t.id, (SELECT COUNT(*) FROM spans AS s WHERE s.trace_id = t.id)
+    FROM traces AS t
+    WHERE t.id IN (SELECT value FROM json_each(?)) AND t.dropped = 0 AND t.completed = 1
+"""
+NEWEST_ROOTS = """
+    SELECT record FROM spans
+    WHERE is_root = 1 AND key = ? AND test_run_id IS NULL
+    ORDER BY start_us DESC, id DESC
+    LIMIT ?
+"""
+ROOTS_OF_TRACES = """
+    SELECT trace_id, record FROM spans
+    WHERE trace_id IN (SELECT value FROM json_each(?)) AND is_root = 1
+    ORDER BY start_us IS NULL, start_us, id
+"""
+FUNCTION_TOTALS = """
+    SELECT key, COUNT(*), SUM(is_root), SUM(error IS NOT NULL), MIN(start_us), MAX(start_us),
+           COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),
+           COALESCE(SUM(cached_tokens), 0)
+    FROM spans
+    WHERE key IS NOT NULL AND test_run_id IS NULL
+    GROUP BY key
+    ORDER BY key
+"""
+FUNCTION_NAMES = """
+    SELECT key, name FROM (
+        SELECT key, name,
+               ROW_NUMBER() OVER (PARTITION BY key ORDER BY start_us DESC, id DESC) AS rn
+        FROM spans
+        WHERE key IS NOT NULL AND test_run_id IS NULL
+    )
+    WHERE rn = 1
+"""
+FUNCTION_MEDIANS = """
+    SELECT key, AVG(duration_ms) FROM (
+        SELECT key, duration_ms,
+               ROW_NUMBER() OVER (PARTITION BY key ORDER BY duration_ms) AS rn,
+               COUNT(*) OVER (PARTITION BY key) AS n
+        FROM spans
+        WHERE key IS NOT NULL AND test_run_id IS NULL AND duration_ms IS NOT NULL
+    )
+    WHERE rn IN ((n + 1) / 2, (n + 2) / 2)
+    GROUP BY key
+"""
+# Two statements rather than one with ":key IS NULL OR ...": that form would keep SQLite from
+# using the per-key index.
+TRACES_OF_KEY = """
+    SELECT r.trace_id, r.id, r.key, r.name, r.started_at, r.start_us, r.duration_ms, r.error,
+           r.test_run_id, t.id IS NOT NULL
+    FROM spans AS r
+    LEFT JOIN traces AS t ON t.id = r.trace_id AND t.dropped = 0 AND t.completed = 1
+    WHERE r.is_root = 1 AND r.key = :key
+      AND (:include_replays OR r.test_run_id IS NULL)
+      AND (:before_us IS NULL OR r.start_us < :before_us)
+      AND (NOT :errors_only OR r.error IS NOT NULL)
+      AND (:pattern IS NULL
+           OR json_extract(r.record, '$.rawSpan.span_data.input') LIKE :pattern ESCAPE '\\')
+    ORDER BY r.start_us DESC, r.id DESC
+    LIMIT :limit
+"""
+TRACES_OF_ALL_KEYS = """
+    SELECT r.trace_id, r.id, r.key, r.name, r.started_at, r.start_us, r.duration_ms, r.error,
+           r.test_run_id, t.id IS NOT NULL
+    FROM spans AS r
+    LEFT JOIN traces AS t ON t.id = r.trace_id AND t.dropped = 0 AND t.completed = 1
+    WHERE r.is_root = 1
+      AND (:include_replays OR r.test_run_id IS NULL)
+      AND (:before_us IS NULL OR r.start_us < :before_us)
+      AND (NOT :errors_only OR r.error IS NOT NULL)
+      AND (:pattern IS NULL
+           OR json_extract(r.record, '$.rawSpan.span_data.input') LIKE :pattern ESCAPE '\\')
+    ORDER BY r.start_us DESC, r.id DESC
+    LIMIT :limit
+"""
+TRACE_TOTALS = """
+    SELECT s.trace_id, COUNT(*), COALESCE(SUM(s.input_tokens), 0),
+           COALESCE(SUM(s.output_tokens), 0), COALESCE(SUM(s.cached_tokens), 0),
+           (SELECT m.model FROM spans AS m
+            WHERE m.trace_id = s.trace_id AND m.model IS NOT NULL
+            ORDER BY m.start_us, m.id LIMIT 1)
+    FROM spans AS s
+    WHERE s.trace_id IN (SELECT value FROM json_each(?))
+    GROUP BY s.trace_id
+"""
+REPLAY_TRACE_IDS = """
+    SELECT trace_id FROM (
+        SELECT trace_id, start_us FROM spans WHERE test_run_id = :run_id
+        UNION ALL
+        SELECT id, NULL FROM traces WHERE test_run_id = :run_id AND dropped = 0
+    )
+    GROUP BY trace_id
+    ORDER BY MIN(start_us) IS NULL, MIN(start_us), trace_id
+"""
+COUNT_SPANS = "SELECT COUNT(*) FROM spans"
+
+INSERT_RUN = """
+    INSERT INTO test_runs (
+        id, key, name, status, created_at, created_us, completed_at, options, code_version,
+        summary, record
+    ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (id) DO NOTHING
+"""
+COMPLETE_RUN = "UPDATE test_runs SET status = ?, summary = ?, completed_at = ? WHERE id = ?"
+SET_RUN_STATUS = "UPDATE test_runs SET status = ? WHERE id = ?"
+DELETE_ITEMS = "DELETE FROM test_run_items WHERE run_id = ?"
+INSERT_ITEM = """
+    INSERT INTO test_run_items (
+        run_id, idx, original_trace_id, original_span_id, replay_trace_id, verdict, item
+    ) VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+GET_RUN = """
+    SELECT id, key, name, status, created_at, completed_at, options, code_version, summary, record
+    FROM test_runs WHERE id = ?
+"""
+LIST_RUNS = """
+    SELECT id, key, name, status, created_at, completed_at, options, code_version, summary, record
+    FROM test_runs
+    WHERE :key IS NULL OR key = :key
+    ORDER BY created_us DESC, id DESC
+    LIMIT :limit
+"""
+GET_ITEMS = """
+    SELECT idx, original_trace_id, original_span_id, replay_trace_id, verdict, item
+    FROM test_run_items WHERE run_id = ? ORDER BY idx
+"""
