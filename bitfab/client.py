@@ -326,14 +326,14 @@ class Bitfab:
     # -- replay (bitfab.replay) -------------------------------------------------------------------
 
     def replay(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """Replay recorded calls of ``fn`` through its current code; see :mod:`bitfab.replay`."""
-        from bitfab.replay import run_replay
+        """Replay recorded calls of ``fn`` through its current code; see :mod:`bitfab.playback`."""
+        from bitfab.playback import run_replay
 
         return run_replay(self, fn, *args, **kwargs)
 
     async def areplay(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """The async form of :meth:`replay`, for use inside a running event loop."""
-        from bitfab.replay import run_areplay
+        from bitfab.playback import run_areplay
 
         return await run_areplay(self, fn, *args, **kwargs)
 

@@ -1,17 +1,17 @@
-"""Record a few calls into the embedded store and print what was recorded.
+"""Record calls of a small ticket-triage pipeline, change the code, replay, see what changed.
 
-Run: python examples/quickstart.py   (writes .bitfab/bitfab.db under the current directory)
+Run: python examples/quickstart.py   (records into .bitfab/bitfab.db under the current directory)
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 
 import bitfab
+from bitfab.store import open_store
 
 
 class Priority(Enum):
@@ -29,57 +29,58 @@ class Ticket:
 
 @bitfab.trace(key="classify", span_type="llm", mock_on_replay=True)
 def classify(text: str) -> dict[str, object]:
-    """A stand-in for an LLM call: deterministic, and it reports model and tokens."""
-    urgent = any(word in text.lower() for word in ("down", "outage", "refund"))
+    """Stands in for a paid LLM call: replays serve its recorded answer instead of calling it."""
+    urgent = any(word in text.lower() for word in ("down", "outage", "twice"))
     return {
         "model": "fake-llm-1",
         "label": "urgent" if urgent else "normal",
-        "usage": {"input_tokens": len(text.split()), "output_tokens": 3},
+        "usage": {"input_tokens": len(text.split()) * 4, "output_tokens": 3},
     }
+
+
+RULES = {"version": 1}
 
 
 @bitfab.trace(key="triage")
 def triage(ticket: Ticket, *, lang: str = "en") -> tuple[Priority, str]:
     verdict = classify(f"{ticket.subject}\n{ticket.body}")
     priority = Priority.HIGH if verdict["label"] == "urgent" else Priority.LOW
+    if RULES["version"] >= 2 and "invoice" in ticket.subject.lower():
+        priority = Priority.HIGH  # v2: billing questions jump the queue
     return priority, f"[{lang}] {ticket.subject}"
 
 
+TICKETS = [
+    Ticket(1, "Site down", "Checkout returns 502 since 9am", datetime(2026, 11, 2, 9, 5, tzinfo=timezone.utc)),
+    Ticket(2, "Invoice copy", "Please resend October's invoice", datetime(2026, 11, 2, 10, 0)),
+    Ticket(3, "Refund", "Charged twice for order 1182", datetime(2026, 11, 3, 8, 30, tzinfo=timezone.utc)),
+    Ticket(4, "Password reset", "The reset mail never arrives", datetime(2026, 11, 3, 9, 0)),
+    Ticket(5, "Invoice address", "Our VAT number changed", datetime(2026, 11, 4, 14, 12)),
+]
+
+
 def main() -> None:
-    tickets = [
-        Ticket(
-            1,
-            "Site down",
-            "Checkout returns 502 since 9am",
-            datetime(2026, 11, 2, 9, 5, tzinfo=timezone.utc),
-        ),
-        Ticket(2, "Invoice copy", "Please resend October's invoice", datetime(2026, 11, 2, 10, 0)),
-        Ticket(
-            3,
-            "Refund",
-            "Charged twice for order 1182",
-            datetime(2026, 11, 3, 8, 30, tzinfo=timezone.utc),
-        ),
-    ]
-    for ticket in tickets:
+    print("1. recording 5 calls of triage() (version 1)")
+    for ticket in TICKETS:
         triage(ticket, lang="en")
     bitfab.flush()
 
     db = bitfab.default_instance().config.db_path()
-    print(f"recorded into {db}\n")
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute(
-            "SELECT record FROM spans WHERE key = 'triage' AND is_root = 1 ORDER BY start_us DESC LIMIT 3"
-        ).fetchall()
-    for (text,) in rows:
-        record = json.loads(text)
-        data = record["rawSpan"]["span_data"]
-        print(f"trace {record['traceId']}  {data['name']}")
-        print("  input :", json.dumps(data["input"]))
-        print("  meta  :", json.dumps(data.get("input_meta")))
-        print("  output:", json.dumps(data["output"]))
-    print(f"\nfunctions: {[info.key for info in bitfab.functions()]}")
-    print(f"stats: {bitfab.stats()}")
+    store = open_store(db)
+    newest = store.newest_roots("triage", 1)[0]
+    data = newest["rawSpan"]["span_data"]
+    print(f"   stored in {db}; the newest one:")
+    print("   input      ", json.dumps(data["input"]))
+    print("   input_meta ", json.dumps(data["input_meta"]))
+    print("   output     ", json.dumps(data["output"]), json.dumps(data["output_meta"]))
+    store.close()
+
+    print("\n2. changing the code (version 2: invoices are high priority), replaying the recorded calls")
+    RULES["version"] = 2
+    result = triage.replay(limit=5)
+    print()
+    print(result)
+    print(f"\nfunctions: {[info.key for info in bitfab.functions()]}; export stats: {bitfab.stats()}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from typing import Any
 
 from bitfab._internal import logger, warn_once
 from bitfab.export.sinks import ExportResult, Sink
-from bitfab.export.wire import span_records
+from bitfab.export.wire import span_records, thread_names
 from bitfab.tracing.context import SUPPRESS_KEY, attach, set_value
 from bitfab.tracing.span import Span
 
@@ -73,7 +73,7 @@ class BatchExporter:
         max_batch_size: int = 512,
         schedule_delay: float = 0.5,
         shutdown_timeout: float = 2.0,
-        converter: Callable[[Span], tuple[dict[str, Any], dict[str, Any] | None]] = span_records,
+        converter: Callable[..., tuple[dict[str, Any], dict[str, Any] | None]] = span_records,
     ) -> None:
         self.sink = sink
         self.max_queue_size = max_queue_size
@@ -235,9 +235,10 @@ class BatchExporter:
         records: list[dict[str, Any]] = []
         traces: list[dict[str, Any]] = []
         result = ExportResult()
+        names = thread_names()
         for span in batch:
             try:
-                record, trace = self._convert(span)
+                record, trace = self._convert(span, names)
             except Exception:
                 result.drop("encode_error")
                 warn_once(

@@ -21,17 +21,24 @@ _ORIGIN = {"name": "bitfab", "version": __version__, "instrumentation": "bitfab.
 _MAX_TRACEBACK_CHARS = 16_384
 
 
+_last_second: tuple[int, str] = (-1, "")
+
+
 def iso_from_ns(ns: int) -> str:
     """ISO-8601 UTC with microseconds and a ``Z``: ``2026-11-27T10:38:45.642593Z``."""
+    global _last_second
     seconds, rest = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1000:06d}Z"
+    cached_second, text = _last_second  # one tuple: safe to share between exporter threads
+    if cached_second != seconds:
+        # Spans of a batch mostly share their second: format it once.
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _last_second = (seconds, text)
+    return f"{text}.{rest // 1000:06d}Z"
 
 
-def _thread_name(ident: int) -> str | None:
-    for thread in threading.enumerate():
-        if thread.ident == ident:
-            return thread.name
-    return None
+def thread_names() -> dict[int | None, str]:
+    """Names of the live threads by ident (looked up once per exported batch)."""
+    return {thread.ident: thread.name for thread in threading.enumerate()}
 
 
 def _traceback_text(summary: Any) -> str | None:
@@ -43,14 +50,17 @@ def _traceback_text(summary: Any) -> str | None:
     return text
 
 
-def span_records(span: Span) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def span_records(
+    span: Span, names: dict[int | None, str] | None = None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The span's wire record, and the trace completion record if this span completed its trace."""
     span_id = format_id(span.span_id)
-    trace_id = format_id(span.trace_id)
+    trace_id = span_id if span.trace_id == span.span_id else format_id(span.trace_id)
     data: dict[str, Any] = {
         "name": span.name,
         "type": span.span_type,
         "function_name": span.function_name,
+        "seq": span.seq,
     }
     problems: list[str] = []
     output_problems: list[str] = list(span.problems or ())
@@ -84,10 +94,10 @@ def span_records(span: Span) -> tuple[dict[str, Any], dict[str, Any] | None]:
         data["contexts"] = contexts
     if span.metadata:
         data["metadata"] = span.metadata
-    runtime: dict[str, Any] = {"thread_id": getattr(span, "thread_id", None)}
-    name = _thread_name(runtime["thread_id"]) if runtime["thread_id"] is not None else None
-    if name is not None:
-        runtime["thread_name"] = name
+    runtime: dict[str, Any] = {"thread_id": span.thread_id}
+    thread_name = (names if names is not None else thread_names()).get(span.thread_id)
+    if thread_name is not None:
+        runtime["thread_name"] = thread_name
     data["runtime"] = runtime
     if span.otel is not None:
         data["otel"] = {"trace_id": span.otel[0], "span_id": span.otel[1]}

@@ -15,7 +15,7 @@ from bitfab._internal import internal_error
 
 if TYPE_CHECKING:
     from bitfab.codec import Encoded
-    from bitfab.replay.context import ReplayContext
+    from bitfab.playback.context import ReplayContext
 
 __all__ = ["NOOP_SPAN", "NoopSpan", "Span", "SpanSpec", "format_id"]
 
@@ -72,6 +72,8 @@ class Span:
     otel: tuple[str, str] | None = None
     thread_id: int = 0
     completes_trace = 0
+    seq = 0
+    """Start order within the trace (0 for the root): orders siblings when clocks tie."""
     _open = 0
     _span_count = 0
 
@@ -108,6 +110,7 @@ class Span:
             self.root = root
             with _TRACE_LOCK:
                 root._open += 1
+                self.seq = root._span_count
                 root._span_count += 1
 
     @property

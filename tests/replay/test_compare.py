@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from bitfab.replay.compare import (
+from bitfab.playback.compare import (
     FRAGMENT_LIMIT,
     Change,
     Truncated,

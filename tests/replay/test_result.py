@@ -9,8 +9,8 @@ import uuid
 import pytest
 
 from bitfab.exceptions import RegressionError
-from bitfab.replay.compare import Change, Truncated
-from bitfab.replay.result import ReplayItem, ReplayResult, Summary
+from bitfab.playback.compare import Change, Truncated
+from bitfab.playback.result import ReplayItem, ReplayResult, Summary
 
 URL = "http://127.0.0.1:8765/test-runs/tr-1"
 NOT_ALLOWED = (
@@ -174,7 +174,7 @@ def test_str_is_a_fixed_width_table_with_a_summary_line():
             "    #  verdict          original        new   tokens  model                 detail",
             "    0  same               100 ms      80 ms      -10  gpt-4o",
             "    1  changed            200 ms     300 ms      +60  gpt-4o->gpt-4o-mini   "
-            "$.label (+1 more)",
+            '$.label: "spam" -> "ham" (+1 more)',
             "    2  error               50 ms     5.0 ms        -  -                     "
             "ValueError: bad thing",
             "    3  not_replayable      40 ms          -        -  -                     "

@@ -4,7 +4,7 @@
    roots of ``trace_ids``).
 2. Each item's recorded arguments are rebuilt with the safe codec and bound to the function's
    *current* signature (``adapt_inputs`` may reshape them first).
-3. The current code runs under a :class:`~bitfab.replay.context.ReplayContext` held in
+3. The current code runs under a :class:`~bitfab.playback.context.ReplayContext` held in
    OpenTelemetry context: nested spans carry the test run, marked calls are served from the
    recording. Sync functions run on up to ``max_concurrency`` threads, async ones as tasks under
    a semaphore; results keep the order of the items.
@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import subprocess
@@ -29,11 +30,11 @@ from opentelemetry.context import Context
 
 from bitfab.codec import decode_call, decode_value, encode_value
 from bitfab.exceptions import ReplayDecodeError, ReplayError
-from bitfab.replay.backend import Backend, LocalBackend, StartedRun
-from bitfab.replay.compare import Change, diff, parse_ignore, verdict
-from bitfab.replay.context import MockNode, ReplayContext, RunPlan
-from bitfab.replay.result import ReplayItem, ReplayResult
-from bitfab.replay.service import ItemRef
+from bitfab.playback.backend import Backend, LocalBackend, StartedRun
+from bitfab.playback.compare import Change, diff, parse_ignore, verdict
+from bitfab.playback.context import MockNode, ReplayContext, RunPlan
+from bitfab.playback.result import ReplayItem, ReplayResult
+from bitfab.playback.service import ItemRef
 from bitfab.tracing.context import REPLAY_KEY, SPAN_KEY, attach, detach, get_current, set_value
 from bitfab.tracing.decorator import FunctionSpec, TracedBoundFunction, TracedFunction
 from bitfab.tracing.span import Span, format_id
@@ -290,11 +291,16 @@ def _prepare(
                 "key": spec.key,
             }
             try:
-                new_args, new_kwargs = options.adapt_inputs(args, kwargs, info)
+                adapted = options.adapt_inputs(args, kwargs, info)
             except Exception as exc:
                 item.failure = f"adapt_inputs raised {type(exc).__name__}: {exc}"
                 return item
-            args, kwargs = tuple(new_args), dict(new_kwargs)
+            try:
+                new_args, new_kwargs = adapted
+                args, kwargs = tuple(new_args), dict(new_kwargs)
+            except (TypeError, ValueError):
+                item.failure = f"adapt_inputs must return (args, kwargs), not {adapted!r:.200}"
+                return item
         if target.signature is not None:
             problem = _binding_problem(target.signature, spec.function_name, args, kwargs)
             if problem is not None:
@@ -305,7 +311,8 @@ def _prepare(
             tree = backend.span_tree(ref.original_span_id)
             item.source = MockNode.from_tree(tree) if tree is not None else None
     except ReplayDecodeError as exc:
-        item.failure = f"not replayable: {exc}"
+        text = str(exc)
+        item.failure = text if text.startswith("not replayable") else f"not replayable: {text}"
     return item
 
 
@@ -599,8 +606,10 @@ def run_replay(
         )
     options = _options(*args, **kwargs)
     target = _resolve(client, fn, receiver)
+    client = target.spec.client  # the recorder the function belongs to knows its store
     owned = backend is None
     backend = backend or _backend_for(client)
+    started: StartedRun | None = None
     try:
         started = _start(client, target, options, backend)
         prepared = [
@@ -619,9 +628,24 @@ def run_replay(
         else:
             items = _run_all_threads(target, plan, options, prepared)
         return _finish(client, target, options, backend, started, items)
+    except BaseException:
+        _mark_interrupted(backend, started)
+        raise
     finally:
         if owned:
             backend.close()
+
+
+def _mark_interrupted(backend: Backend, started: StartedRun | None) -> None:
+    """A run that stopped half-way (Ctrl-C, a bug) is stored as interrupted, not left running."""
+    if started is None or started.test_run_id is None:
+        return
+    try:
+        backend.interrupt_run(started.test_run_id)
+    except Exception:
+        logger.warning(
+            "bitfab: could not mark test run %s interrupted", started.test_run_id, exc_info=True
+        )
 
 
 def _run_all_threads(
@@ -674,20 +698,33 @@ async def _run_all_async(
     limit = options.max_concurrency or max(1, total)
     semaphore = asyncio.Semaphore(limit)
     is_async = target.spec.kind in ("async", "async_generator")
+    loop = asyncio.get_running_loop()
+    # Sync functions get threads of their own, as many as max_concurrency allows (the loop's
+    # default executor may be smaller).
+    pool = (
+        None
+        if is_async
+        else ThreadPoolExecutor(max_workers=limit, thread_name_prefix="bitfab-replay")
+    )
 
     async def one(item: _Prepared) -> None:
         nonlocal done
         async with semaphore:
-            if is_async:
+            if pool is None:
                 outcome = await _run_async(target, plan, item)
             else:
-                outcome = await asyncio.to_thread(_run_sync, target, plan, item)
+                run = contextvars.copy_context().run
+                outcome = await loop.run_in_executor(pool, run, _run_sync, target, plan, item)
         judged = _judge(target, options, item, outcome)
         results[item.index] = judged
         done += 1
         _progress(options, done, total, judged)
 
-    await asyncio.gather(*(one(item) for item in prepared if item.failure is None))
+    try:
+        await asyncio.gather(*(one(item) for item in prepared if item.failure is None))
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False)
     return [item for item in results if item is not None]
 
 
@@ -702,9 +739,11 @@ async def run_areplay(
     """``await fn.areplay(...)``: the same as :func:`run_replay`, inside a running event loop."""
     options = _options(*args, **kwargs)
     target = _resolve(client, fn, receiver)
+    client = target.spec.client
     owned = backend is None
     if backend is None:
         backend = await asyncio.to_thread(_backend_for, client)
+    started: StartedRun | None = None
     try:
         started = await asyncio.to_thread(_start, client, target, options, backend)
         prepared = [
@@ -719,6 +758,9 @@ async def run_areplay(
             )
             items = await _run_all_async(target, plan, options, prepared)
         return await asyncio.to_thread(_finish, client, target, options, backend, started, items)
+    except BaseException:
+        await asyncio.to_thread(_mark_interrupted, backend, started)
+        raise
     finally:
         if owned:
             await asyncio.to_thread(backend.close)

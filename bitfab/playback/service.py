@@ -71,7 +71,9 @@ def select_items(
         roots = []
         for trace_id in trace_ids:
             record = found.get(trace_id)
-            if record is None or record.get("traceFunctionKey") != key:
+            replay_of = record.get("testRunId") or record.get("experimentId") if record else None
+            if record is None or record.get("traceFunctionKey") != key or replay_of:
+                # A replay is never replayed as an original: it is reported like an unknown id.
                 unknown.append(trace_id)
             else:
                 roots.append(record)
@@ -128,6 +130,12 @@ def item_payload(item: ItemRef) -> dict[str, Any]:
     return payload
 
 
+def _seq(record: Mapping[str, Any]) -> int:
+    """The span's start order within its trace (bitfab records it; other SDKs don't)."""
+    seq = _span_data(record).get("seq")
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
+
+
 def span_tree(
     records: Sequence[Mapping[str, Any]],
     root_id: str,
@@ -173,6 +181,7 @@ def span_tree(
             children.get(span_id, ()),
             key=lambda child: (
                 str((child.get("rawSpan") or {}).get("started_at") or ""),
+                _seq(child),
                 str(child.get("id")),
             ),
         )

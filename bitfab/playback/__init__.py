@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from bitfab.replay.engine import run_areplay, run_replay
+from bitfab.playback.engine import run_areplay, run_replay
 
 __all__ = ["run_areplay", "run_replay"]

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bitfab.replay import service
-from bitfab.replay.service import ItemRef
+from bitfab.playback import service
+from bitfab.playback.service import ItemRef
 from bitfab.store import Store, TestRun, TestRunItem, open_store
 from bitfab.store.records import utc_now_iso
 
@@ -54,6 +54,8 @@ class Backend(Protocol):
         summary: Mapping[str, Any],
         status: str,
     ) -> None: ...
+
+    def interrupt_run(self, run_id: str) -> None: ...
 
     def close(self) -> None: ...
 
@@ -129,6 +131,9 @@ class LocalBackend:
             for index, item in enumerate(items)
         ]
         self.store.complete_test_run(run_id, items=rows, summary=summary, status=status)
+
+    def interrupt_run(self, run_id: str) -> None:
+        self.store.set_test_run_status(run_id, "interrupted")
 
     def close(self) -> None:
         if self._owns:

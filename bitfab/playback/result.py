@@ -20,6 +20,7 @@ import dataclasses
 import datetime
 import decimal
 import enum
+import json
 import math
 import statistics
 import uuid
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from bitfab.exceptions import RegressionError
-from bitfab.replay.compare import Change, Truncated
+from bitfab.playback.compare import Change, Truncated
 
 __all__ = [
     "REGRESSION_VERDICTS",
@@ -388,10 +389,24 @@ def _detail(item: ReplayItem) -> str:
     parts = []
     if item.diff:
         n = _change_count(item.diff)
-        parts.append(item.diff[0].path + (f" (+{n - 1} more)" if n > 1 else ""))
+        first = item.diff[0]
+        text = first.path
+        if first.kind in ("changed", "type_changed"):
+            text += f": {_short(first.old)} -> {_short(first.new)}"
+        elif first.kind in ("added", "removed"):
+            text += f" {first.kind}"
+        parts.append(text + (f" (+{n - 1} more)" if n > 1 else ""))
     if item.score is not None:
         parts.append(f"score {item.score:.2f}")
     return ", ".join(parts)
+
+
+def _short(value: Any) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 24 else text[:21] + "..."
 
 
 def _regression_detail(item: ReplayItem) -> str:
