@@ -209,7 +209,7 @@ class Bitfab:
 
     def trace(
         self,
-        key: str,
+        key: str | None = None,
         *,
         name: str | None = None,
         span_type: str = "function",
@@ -234,6 +234,8 @@ class Bitfab:
             redact: extra argument or key names to redact, or ``hook(field, value) -> value``
                 applied to the readable input and output (if it raises, the content is dropped).
         """
+        if key is None:
+            raise ConfigError('bitfab.trace needs a key: use @bitfab.trace(key="...")')
         if callable(key) and not isinstance(key, str):
             raise ConfigError(
                 'use @bitfab.trace(key="...") with a key: bitfab.trace needs a stable name'

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import traceback as tb_module
+import weakref
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable
 from threading import get_ident as _get_ident
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
@@ -116,6 +117,9 @@ class FunctionSpec:
         self._cached_for: object = None
         self._cached_redactor: Redactor | None = None
         self.param_names, self.bound_param_names = _param_names(target)
+        self.takes_receiver = self.param_names[:1] in (("self",), ("cls",)) and "." in getattr(
+            target, "__qualname__", ""
+        )
         self.info: FunctionInfo = describe(
             func,
             key=key,
@@ -170,6 +174,8 @@ class FunctionSpec:
         if ctx.get(_OTEL_SPAN_KEY) is not None:
             span.otel = otel_ids(ctx)
         if self.capture_input:
+            if instance is None and self.takes_receiver and args:
+                args, instance = args[1:], args[0]  # fget(obj) from a property
             if self._cached_for is not runtime:
                 self._cached_redactor = runtime.redactor(self.extra_redact)
                 self._cached_for = runtime
@@ -204,12 +210,14 @@ class FunctionSpec:
         problems = (*encoded.problems, f"{field} changed by the redact hook")
         return Encoded(checked.value, meta, problems, checked.size)
 
-    def finish(self, span: Span, result: Any) -> None:
-        """Close a span whose call returned ``result`` and hand it to the exporter."""
+    def finish(self, span: Span, result: Any, *, encoded: Encoded | None = None) -> None:
+        """Close a span whose call returned ``result`` (or whose output is ``encoded``) and export it."""
         client = self.client
         try:
             span.end_ns = client._clock()
-            if self.capture_output:
+            if encoded is not None:
+                span.output = encoded
+            elif self.capture_output:
                 runtime = client._runtime
                 assert runtime is not None
                 used = span.input.size if span.input is not None else 0
@@ -251,20 +259,44 @@ class FunctionSpec:
             span.error_type = _type_name(exc)
             span.traceback = tb_module.StackSummary.extract(
                 tb_module.walk_tb(exc.__traceback__),
-                limit=_MAX_TRACEBACK_FRAMES,
+                limit=-_MAX_TRACEBACK_FRAMES,  # keep the innermost frames
                 lookup_lines=False,
             )
         except Exception:
             internal_error("recording an exception")
         self._end(span)
 
+    def encode_item(self, item: Any, budget: int) -> Encoded:
+        """Snapshot one yielded item now: the consumer may change it later."""
+        runtime = self.client._runtime
+        assert runtime is not None
+        return encode_value(item, limits=runtime.limits, redactor=self._redactor(), budget=budget)
+
+    def item_budget(self) -> int:
+        """Bytes all of a generator's recorded items may take together."""
+        runtime = self.client._runtime
+        return runtime.max_field_bytes if runtime is not None else 0
+
     def finish_items(self, span: Span, items: list[Any], truncated: int, returned: Any) -> None:
         """Close a generator's span: its output is the list of yielded items (capped)."""
+        from bitfab.codec.nodes import attach as attach_node
+
         if truncated:
             span.add_problem(f"generator output truncated: {truncated} more items not recorded")
         if returned is not None:
             span.set_metadata(generator_return=returned)
-        self.finish(span, items)
+        children = None
+        problems: list[str] = []
+        for i, item in enumerate(items):
+            if item.meta is not None:
+                children = attach_node(children, str(i), item.meta["values"])
+            problems.extend(p.replace(" at $", f" at $[{i}]", 1) for p in item.problems)
+        meta = None if children is None else {"v": 1, "values": children}
+        size = 2 + sum(item.size for item in items)
+        joined = Encoded([item.value for item in items], meta, tuple(problems), size)
+        if self.capture_output and self.redact_hook is not None:
+            joined = self._apply_hook("output", joined)
+        self.finish(span, None, encoded=joined if self.capture_output else None)
 
 
 def _param_names(func: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -354,11 +386,19 @@ def _async_path(spec: FunctionSpec) -> Callable[..., Any]:
     return call
 
 
+def _end_unstarted(spec: FunctionSpec, span: Span, started: list[bool]) -> None:
+    if not started[0]:
+        span.set_metadata(closed_early=True)
+        spec.finish_items(span, [], 0, None)
+
+
 def _drive_generator(
-    spec: FunctionSpec, span: Span, gen: Generator[Any, Any, Any]
+    spec: FunctionSpec, span: Span, gen: Generator[Any, Any, Any], started: list[bool]
 ) -> Generator[Any, Any, Any]:
     """Run ``gen`` step by step with the span current during each step (never across a yield)."""
+    started[0] = True
     cap = spec.client.config.max_generator_items
+    budget = spec.item_budget()
     items: list[Any] = []
     dropped = 0
     method: Callable[[Any], Any] = gen.send
@@ -376,9 +416,11 @@ def _drive_generator(
             spec.fail(span, exc)
             raise
         detach(token)
-        if len(items) < cap:
-            items.append(item)
-        else:
+        if len(items) < cap and budget > 0 and spec.capture_output:
+            encoded = spec.encode_item(item, budget)
+            budget -= encoded.size
+            items.append(encoded)
+        elif spec.capture_output:
             dropped += 1
         try:
             arg = yield item
@@ -428,15 +470,20 @@ def _generator_path(spec: FunctionSpec) -> Callable[..., Any]:
             spec.fail(span, exc)
             raise
         detach(token)
-        return _drive_generator(spec, span, gen)
+        started = [False]
+        driver = _drive_generator(spec, span, gen, started)
+        weakref.finalize(driver, _end_unstarted, spec, span, started).atexit = False
+        return driver
 
     return call
 
 
 async def _drive_async_generator(
-    spec: FunctionSpec, span: Span, agen: AsyncGenerator[Any, Any]
+    spec: FunctionSpec, span: Span, agen: AsyncGenerator[Any, Any], started: list[bool]
 ) -> AsyncGenerator[Any, Any]:
+    started[0] = True
     cap = spec.client.config.max_generator_items
+    budget = spec.item_budget()
     items: list[Any] = []
     dropped = 0
     method: Callable[[Any], Any] = agen.asend
@@ -454,9 +501,11 @@ async def _drive_async_generator(
             spec.fail(span, exc)
             raise
         detach(token)
-        if len(items) < cap:
-            items.append(item)
-        else:
+        if len(items) < cap and budget > 0 and spec.capture_output:
+            encoded = spec.encode_item(item, budget)
+            budget -= encoded.size
+            items.append(encoded)
+        elif spec.capture_output:
             dropped += 1
         try:
             arg = yield item
@@ -503,7 +552,10 @@ def _async_generator_path(spec: FunctionSpec) -> Callable[..., Any]:
         except BaseException as exc:
             spec.fail(span, exc)
             raise
-        return _drive_async_generator(spec, span, agen)
+        started = [False]
+        driver = _drive_async_generator(spec, span, agen, started)
+        weakref.finalize(driver, _end_unstarted, spec, span, started).atexit = False
+        return driver
 
     return call
 

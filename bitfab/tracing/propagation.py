@@ -18,7 +18,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import thread as _futures_thread
 from typing import Any
 
-from bitfab.tracing.context import has_bitfab_context
+from bitfab.tracing.context import REPLAY_KEY, SPAN_KEY, get_current
+from bitfab.tracing.span import Span
+
+
+def has_bitfab_context() -> bool:
+    """A span of an instance that propagates to threads, or a replay, is active here."""
+    ctx = get_current()
+    span = ctx.get(SPAN_KEY)
+    if isinstance(span, Span):
+        return bool(span.spec.client.config.propagate_threads)
+    return ctx.get(REPLAY_KEY) is not None
+
 
 __all__ = ["install", "installed", "uninstall"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import threading
 from dataclasses import dataclass, field
@@ -54,6 +55,10 @@ def describe(
         signature = str(inspect.signature(target))
     except (TypeError, ValueError):
         signature = "(...)"
+    while isinstance(target, functools.partial):
+        target = target.func
+    if not (inspect.isroutine(target) or inspect.isclass(target)):
+        target = type(target)  # a callable object: name it by its class
     code = getattr(target, "__code__", None)
     try:
         file = inspect.getsourcefile(target) if code is not None else None

@@ -27,6 +27,9 @@ class SpanSpec(Protocol):
     name: str
     span_type: str
     function_name: str
+    client: Any
+
+    def _redactor(self) -> Any: ...
 
 
 # Guards the per-trace counters that decide when a trace is complete. Held for a few
@@ -191,7 +194,7 @@ class Span:
         try:
             from bitfab.codec import encode_value
 
-            encoded = encode_value(dict(data))
+            encoded = encode_value(dict(data), redactor=self.spec._redactor())
             if self.contexts is None:
                 self.contexts = []
             if len(self.contexts) < _MAX_CONTEXTS:
@@ -206,7 +209,7 @@ class Span:
 
             merged = dict(data or {})
             merged.update(values)
-            encoded = encode_value(merged)
+            encoded = encode_value(merged, redactor=self.spec._redactor())
             if self.metadata is None:
                 self.metadata = {}
             self.metadata.update(encoded.value)

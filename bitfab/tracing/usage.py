@@ -18,9 +18,14 @@ _SKIP = (type(None), bool, int, float, str, bytes, list, tuple, set, frozenset)
 
 
 def _get(obj: Any, name: str) -> Any:
-    if isinstance(obj, Mapping):
-        return obj.get(name)
-    return getattr(obj, name, None)
+    try:
+        if isinstance(obj, Mapping):
+            return obj.get(name)
+        return getattr(obj, name, None)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # the user's object misbehaving is not bitfab's error
+        return None
 
 
 def _int(value: Any) -> int | None:
