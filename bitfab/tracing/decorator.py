@@ -240,11 +240,7 @@ class FunctionSpec:
 
     def _end(self, span: Span) -> None:
         try:
-            if span.root is span and span._span_count == 1:
-                span._open = 0  # a root that never had a child: it completes its trace
-                span.completes_trace = 1
-            else:
-                span.close()
+            span.close()
             exporter = self.client._exporter
             if exporter is not None:
                 exporter.emit(span)

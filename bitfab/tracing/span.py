@@ -226,11 +226,6 @@ class Span:
     def close(self) -> None:
         """Mark the span ended; remember whether its end completes the trace."""
         root = self.root
-        if root is self and self._span_count == 1:
-            # A root that never had a child: nothing else can be counting on this trace.
-            self._open = 0
-            self.completes_trace = 1
-            return
         with _TRACE_LOCK:
             root._open -= 1
             if root._open == 0:
