@@ -12,6 +12,7 @@ import inspect
 import traceback as tb_module
 import weakref
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable
+from contextvars import Token
 from threading import get_ident as _get_ident
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
@@ -348,27 +349,33 @@ def _sync_path(spec: FunctionSpec) -> Callable[..., Any]:
     return call
 
 
+def _begin(
+    spec: FunctionSpec, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, Span | None]:
+    """The current context and a new span for this call (None: run untraced)."""
+    ctx = get_current()
+    try:
+        return ctx, spec.start(ctx, instance, args, kwargs)
+    except Exception:
+        internal_error("starting a span")
+        return ctx, None
+
+
 def _async_path(spec: FunctionSpec) -> Callable[..., Any]:
     client = spec.client
 
     async def call(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        if not client._active:
-            return await wrapped(*args, **kwargs)
-        ctx = get_current()
-        try:
-            span = spec.start(ctx, instance, args, kwargs)
-        except Exception:
-            internal_error("starting a span")
-            span = None
+        span = _begin(spec, instance, args, kwargs)[1] if client._active else None
         if span is None:
             return await wrapped(*args, **kwargs)
         if span.replay is not None:
             intercepted = span.replay.intercept(spec, span, args, kwargs)
             if intercepted is not None:
                 return intercepted.deliver(spec, span)
-        token = attach(set_value(SPAN_KEY, span, ctx))
+        # Attached inside the coroutine: it runs in one task's context from start to end.
+        token = attach(set_value(SPAN_KEY, span, get_current()))
         try:
             result = await wrapped(*args, **kwargs)
         except BaseException as exc:
@@ -382,21 +389,47 @@ def _async_path(spec: FunctionSpec) -> Callable[..., Any]:
     return call
 
 
-def _end_unstarted(spec: FunctionSpec, span: Span, started: list[bool]) -> None:
-    if not started[0]:
-        span.set_metadata(closed_early=True)
-        spec.finish_items(span, [], 0, None)
+class _Items:
+    """A generator's yielded items, snapshotted as they are yielded, within the caps."""
+
+    def __init__(self, spec: FunctionSpec, span: Span) -> None:
+        self.spec = spec
+        self.span = span
+        self.cap = spec.client.config.max_generator_items if spec.capture_output else 0
+        self.budget = spec.item_budget()
+        self.items: list[Encoded] = []
+        self.dropped = 0
+        self.started = False
+
+    def add(self, item: Any) -> None:
+        if len(self.items) < self.cap and self.budget > 0:
+            encoded = self.spec.encode_item(item, self.budget)
+            self.budget -= encoded.size
+            self.items.append(encoded)
+        elif self.cap:
+            self.dropped += 1
+
+    def done(self, returned: Any = None, *, closed_early: bool = False) -> None:
+        if closed_early:
+            self.span.set_metadata(closed_early=True)
+        self.spec.finish_items(self.span, self.items, self.dropped, returned)
+
+    def end_if_never_started(self) -> None:
+        # The generator object was dropped without being iterated: its span still ends.
+        if not self.started:
+            self.done(closed_early=True)
+
+
+def _step_failed(spec: FunctionSpec, span: Span, token: Token[Any], exc: BaseException) -> None:
+    detach(token)
+    spec.fail(span, exc)
 
 
 def _drive_generator(
-    spec: FunctionSpec, span: Span, gen: Generator[Any, Any, Any], started: list[bool]
+    spec: FunctionSpec, span: Span, gen: Generator[Any, Any, Any], items: _Items
 ) -> Generator[Any, Any, Any]:
     """Run ``gen`` step by step with the span current during each step (never across a yield)."""
-    started[0] = True
-    cap = spec.client.config.max_generator_items
-    budget = spec.item_budget()
-    items: list[Any] = []
-    dropped = 0
+    items.started = True
     method: Callable[[Any], Any] = gen.send
     arg: Any = None
     while True:
@@ -405,19 +438,13 @@ def _drive_generator(
             item = method(arg)
         except StopIteration as stop:
             detach(token)
-            spec.finish_items(span, items, dropped, stop.value)
+            items.done(stop.value)
             return stop.value
         except BaseException as exc:
-            detach(token)
-            spec.fail(span, exc)
+            _step_failed(spec, span, token, exc)
             raise
         detach(token)
-        if len(items) < cap and budget > 0 and spec.capture_output:
-            encoded = spec.encode_item(item, budget)
-            budget -= encoded.size
-            items.append(encoded)
-        elif spec.capture_output:
-            dropped += 1
+        items.add(item)
         try:
             arg = yield item
         except GeneratorExit:
@@ -425,12 +452,10 @@ def _drive_generator(
             try:
                 gen.close()
             except BaseException as exc:
-                detach(token)
-                spec.fail(span, exc)
+                _step_failed(spec, span, token, exc)
                 raise
             detach(token)
-            span.set_metadata(closed_early=True)
-            spec.finish_items(span, items, dropped, None)
+            items.done(closed_early=True)
             raise
         except BaseException as exc:
             method, arg = gen.throw, exc
@@ -438,50 +463,11 @@ def _drive_generator(
             method = gen.send
 
 
-def _generator_path(spec: FunctionSpec) -> Callable[..., Any]:
-    client = spec.client
-
-    def call(
-        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        if not client._active:
-            return wrapped(*args, **kwargs)
-        ctx = get_current()
-        try:
-            span = spec.start(ctx, instance, args, kwargs)
-        except Exception:
-            internal_error("starting a span")
-            span = None
-        if span is None:
-            return wrapped(*args, **kwargs)
-        if span.replay is not None:
-            intercepted = span.replay.intercept(spec, span, args, kwargs)
-            if intercepted is not None:
-                return intercepted.deliver(spec, span)
-        token = attach(set_value(SPAN_KEY, span, ctx))
-        try:
-            gen = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            detach(token)
-            spec.fail(span, exc)
-            raise
-        detach(token)
-        started = [False]
-        driver = _drive_generator(spec, span, gen, started)
-        weakref.finalize(driver, _end_unstarted, spec, span, started).atexit = False
-        return driver
-
-    return call
-
-
 async def _drive_async_generator(
-    spec: FunctionSpec, span: Span, agen: AsyncGenerator[Any, Any], started: list[bool]
+    spec: FunctionSpec, span: Span, agen: AsyncGenerator[Any, Any], items: _Items
 ) -> AsyncGenerator[Any, Any]:
-    started[0] = True
-    cap = spec.client.config.max_generator_items
-    budget = spec.item_budget()
-    items: list[Any] = []
-    dropped = 0
+    """The async twin of :func:`_drive_generator`."""
+    items.started = True
     method: Callable[[Any], Any] = agen.asend
     arg: Any = None
     while True:
@@ -490,19 +476,13 @@ async def _drive_async_generator(
             item = await method(arg)
         except StopAsyncIteration:
             detach(token)
-            spec.finish_items(span, items, dropped, None)
+            items.done()
             return
         except BaseException as exc:
-            detach(token)
-            spec.fail(span, exc)
+            _step_failed(spec, span, token, exc)
             raise
         detach(token)
-        if len(items) < cap and budget > 0 and spec.capture_output:
-            encoded = spec.encode_item(item, budget)
-            budget -= encoded.size
-            items.append(encoded)
-        elif spec.capture_output:
-            dropped += 1
+        items.add(item)
         try:
             arg = yield item
         except GeneratorExit:
@@ -510,12 +490,10 @@ async def _drive_async_generator(
             try:
                 await agen.aclose()
             except BaseException as exc:
-                detach(token)
-                spec.fail(span, exc)
+                _step_failed(spec, span, token, exc)
                 raise
             detach(token)
-            span.set_metadata(closed_early=True)
-            spec.finish_items(span, items, dropped, None)
+            items.done(closed_early=True)
             raise
         except BaseException as exc:
             method, arg = agen.athrow, exc
@@ -523,34 +501,36 @@ async def _drive_async_generator(
             method = agen.asend
 
 
-def _async_generator_path(spec: FunctionSpec) -> Callable[..., Any]:
+def _generator_paths(spec: FunctionSpec) -> Callable[..., Any]:
     client = spec.client
+    is_async = spec.kind == "async_generator"
 
     def call(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        if not client._active:
-            return wrapped(*args, **kwargs)
-        ctx = get_current()
-        try:
-            span = spec.start(ctx, instance, args, kwargs)
-        except Exception:
-            internal_error("starting a span")
-            span = None
+        ctx, span = _begin(spec, instance, args, kwargs) if client._active else (None, None)
         if span is None:
             return wrapped(*args, **kwargs)
         if span.replay is not None:
             intercepted = span.replay.intercept(spec, span, args, kwargs)
             if intercepted is not None:
                 return intercepted.deliver(spec, span)
+        # Creating the generator runs no user code for a plain generator function, but a
+        # function returning a generator may: it runs with the span current.
+        token = attach(set_value(SPAN_KEY, span, ctx))
         try:
-            agen = wrapped(*args, **kwargs)
+            inner = wrapped(*args, **kwargs)
         except BaseException as exc:
-            spec.fail(span, exc)
+            _step_failed(spec, span, token, exc)
             raise
-        started = [False]
-        driver = _drive_async_generator(spec, span, agen, started)
-        weakref.finalize(driver, _end_unstarted, spec, span, started).atexit = False
+        detach(token)
+        items = _Items(spec, span)
+        driver: Any = (
+            _drive_async_generator(spec, span, inner, items)
+            if is_async
+            else _drive_generator(spec, span, inner, items)
+        )
+        weakref.finalize(driver, items.end_if_never_started).atexit = False
         return driver
 
     return call
@@ -559,8 +539,8 @@ def _async_generator_path(spec: FunctionSpec) -> Callable[..., Any]:
 _PATHS = {
     "function": _sync_path,
     "async": _async_path,
-    "generator": _generator_path,
-    "async_generator": _async_generator_path,
+    "generator": _generator_paths,
+    "async_generator": _generator_paths,
 }
 
 
