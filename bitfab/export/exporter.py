@@ -138,11 +138,17 @@ class BatchExporter:
                 or len(queue) >= self.max_queue_size
                 or self._queued_bytes + size > self.max_queue_bytes
             ):
-                self._refuse_locked()
-                return
-            queue.append(span)
-            self._queued_bytes += size
-            queued = len(queue)
+                refused_full = self._refuse_locked()
+                queued = -1
+            else:
+                queue.append(span)
+                self._queued_bytes += size
+                queued = len(queue)
+        if queued < 0:
+            if refused_full:
+                # Logged outside the lock: a traced logging handler may record a span.
+                self._warn_full()
+            return
         if queued >= self.max_batch_size:
             if not self._wake.is_set():
                 worker = self._worker
@@ -152,12 +158,16 @@ class BatchExporter:
         elif self._worker is None:
             self._start_worker()
 
-    def _refuse_locked(self) -> None:
+    def _refuse_locked(self) -> bool:
+        """Count a span that can't be queued; True when the reason is a full queue."""
         self._refused += 1
         if self._stopping:
             self._count_drop_locked("shutdown")
-            return
+            return False
         self._count_drop_locked("queue_full")
+        return True
+
+    def _warn_full(self) -> None:
         warn_once(
             "queue-full",
             "bitfab: the export queue is full (%d spans); new spans are dropped and counted "
@@ -168,10 +178,12 @@ class BatchExporter:
     def _count_drop_locked(self, reason: str, count: int = 1) -> None:
         self._dropped[reason] = self._dropped.get(reason, 0) + count
 
-    def _start_worker(self) -> None:
+    def _start_worker(self, *, for_shutdown: bool = False) -> None:
         with self._cond:
             worker = self._worker
             if worker is not None and worker.is_alive():
+                return
+            if self._stopping and not for_shutdown:
                 return
             thread = threading.Thread(target=self._run, name="bitfab-exporter", daemon=True)
             try:
@@ -221,7 +233,18 @@ class BatchExporter:
                 batch = [queue.popleft() for _ in range(count)]
                 self._in_flight = count
                 self._queued_bytes -= sum(_span_bytes(span) for span in batch)
-            result = self._export(batch)
+            try:
+                result = self._export(batch)
+            except BaseException:
+                # The worker is dying (a BaseException from a sink): account for its batch so
+                # flush() and the counters stay right; a later emit restarts the worker.
+                with self._lock:
+                    self._in_flight = 0
+                    self._count_drop_locked("worker_died", count)
+                with self._cond:
+                    self._processed += count
+                    self._cond.notify_all()
+                raise
             with self._lock:
                 self._in_flight = 0
                 self._exported += result.exported
@@ -303,7 +326,12 @@ class BatchExporter:
         with self._lock:
             already = self._stopping
             self._stopping = True
+            pending = bool(self._queue)
         worker = self._worker
+        if pending and (worker is None or not worker.is_alive()):
+            # Spans queued before the worker started (or after it died): drain them now.
+            self._start_worker(for_shutdown=True)
+            worker = self._worker
         if worker is not None and worker.is_alive():
             self._wake.set()
             worker.join(timeout)
@@ -322,10 +350,14 @@ class BatchExporter:
         if not already:
             if not clean:
                 logger.warning("bitfab: exited with %d spans not exported (shutdown timeout)", left)
-            try:
-                self.sink.shutdown()
-            except Exception:
-                warn_once("sink-shutdown", "bitfab: the sink failed to shut down", exc_info=True)
+            if worker is None or not worker.is_alive():
+                # A worker still stuck in the sink owns it; closing it here would wait on it.
+                try:
+                    self.sink.shutdown()
+                except Exception:
+                    warn_once(
+                        "sink-shutdown", "bitfab: the sink failed to shut down", exc_info=True
+                    )
             _LIVE.discard(self)
         return clean
 
