@@ -33,12 +33,18 @@ R = TypeVar("R")
 T = TypeVar("T", bound=type)
 
 _random_bits = random.getrandbits
+_time_ns = time.time_ns
 _shared_lock = threading.Lock()
 _shared: dict[tuple[str, ...], BatchExporter] = {}
 
 
 def _random_id() -> int:
-    return _random_bits(128)
+    """Time first (in ~1 ms units), then 84 random bits: written as a UUIDv7 by ``format_id``.
+
+    Ids that grow with time keep the store's B-tree inserts at the end of its indexes, several
+    times faster than random UUID4s once the store holds many spans.
+    """
+    return _time_ns() >> 20 << 84 | _random_bits(84)
 
 
 class Runtime:

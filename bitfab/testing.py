@@ -23,7 +23,7 @@ __all__ = ["Capture", "FakeClock", "MemorySink", "SequentialIds", "span_tree"]
 
 
 class SequentialIds:
-    """Ids 1, 2, 3, ... (written as UUIDs on the wire)."""
+    """Ids 1, 2, 3, ... written on the wire as ``00000000-0000-7000-8000-000000000001``."""
 
     def __init__(self, start: int = 1) -> None:
         self._counter = itertools.count(start)

@@ -12,7 +12,7 @@ import traceback as tb_module
 from typing import Any
 
 from bitfab._version import __version__
-from bitfab.tracing.span import Span, format_id
+from bitfab.tracing.span import NO_VALUE, Span, format_id
 
 __all__ = ["SOURCE", "iso_from_ns", "span_records"]
 
@@ -64,12 +64,16 @@ def span_records(
     }
     problems: list[str] = []
     output_problems: list[str] = list(span.problems or ())
-    if span.input is not None:
+    if span.plain_input is not None:
+        data["input"] = list(span.plain_input)
+    elif span.input is not None:
         data["input"] = span.input.value
         if span.input.meta is not None:
             data["input_meta"] = span.input.meta
         problems.extend(span.input.problems)
-    if span.output is not None:
+    if span.plain_output is not NO_VALUE:
+        data["output"] = span.plain_output
+    elif span.output is not None:
         data["output"] = span.output.value
         if span.output.meta is not None:
             data["output_meta"] = span.output.meta

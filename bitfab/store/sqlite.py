@@ -489,6 +489,9 @@ class SQLiteStore(Store):
             self._enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
+            # 32 MiB of page cache per connection: index pages of a large store stay in memory,
+            # so inserts keep their speed as the file grows (the default is 2 MiB).
+            conn.execute("PRAGMA cache_size = -32768")
         except sqlite3.Error as exc:
             conn.close()
             raise self._error(exc, "opening") from exc

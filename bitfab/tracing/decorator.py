@@ -36,7 +36,7 @@ from bitfab.tracing.span import Span
 from bitfab.tracing.usage import usage_from_response
 
 if TYPE_CHECKING:
-    from bitfab.client import Bitfab
+    from bitfab.client import Bitfab, Runtime
 
 __all__ = ["SPAN_TYPES", "FunctionSpec", "TracedBoundFunction", "TracedFunction"]
 
@@ -47,6 +47,7 @@ R = TypeVar("R")
 
 _ATOMS = frozenset({type(None), bool, int, float, str, bytes})
 _MAX_TRACEBACK_FRAMES = 32
+_PLAIN_INT = 1 << 63
 _REDACT_FAILED = Encoded("<dropped: redact hook failed>", None, ("redact hook failed",), 32)
 _NOT_CAPTURED = Encoded(None, None, ("input not captured (capture_input=False)",), 4)
 
@@ -117,6 +118,7 @@ class FunctionSpec:
         self.extra_redact = extra
         self._cached_for: object = None
         self._cached_redactor: Redactor | None = None
+        self._plain_ok = False
         self.param_names, self.bound_param_names = _param_names(target)
         self.takes_receiver = self.param_names[:1] in (("self",), ("cls",)) and "." in getattr(
             target, "__qualname__", ""
@@ -130,13 +132,23 @@ class FunctionSpec:
             kind=kind,
         )
 
+    def _refresh(self, runtime: Runtime) -> None:
+        """Cache what depends on the settings: the redactor, and whether plain values may skip it."""
+        redactor = runtime.redactor(self.extra_redact)
+        self._cached_redactor = redactor
+        self._plain_ok = (
+            self.capture_input
+            and self.redact_hook is None
+            and not any(redactor.name_is_secret(name) for name in self.param_names)
+        )
+        self._cached_for = runtime
+
     def _redactor(self) -> Redactor:
         runtime = self.client._runtime
         if runtime is None:
             return self.client._redactor_for(self.extra_redact)
         if self._cached_for is not runtime:
-            self._cached_redactor = runtime.redactor(self.extra_redact)
-            self._cached_for = runtime
+            self._refresh(runtime)
         assert self._cached_redactor is not None
         return self._cached_redactor
 
@@ -178,8 +190,21 @@ class FunctionSpec:
             if instance is None and self.takes_receiver and args:
                 args, instance = args[1:], args[0]  # fget(obj) from a property
             if self._cached_for is not runtime:
-                self._cached_redactor = runtime.redactor(self.extra_redact)
-                self._cached_for = runtime
+                self._refresh(runtime)
+            if self._plain_ok and not kwargs:
+                # Numbers, booleans and None are immutable and never secret: the args tuple is
+                # already a snapshot, encoded on the exporter's thread (see wire.py).
+                for arg in args:
+                    kind = type(arg)
+                    if kind is int:
+                        if -_PLAIN_INT < arg < _PLAIN_INT:
+                            continue
+                    elif arg is None or kind is bool or (kind is float and arg - arg == 0.0):
+                        continue
+                    break
+                else:
+                    span.plain_input = args
+                    return span
             encoded = encode_call(
                 args,
                 kwargs,
@@ -216,8 +241,22 @@ class FunctionSpec:
         client = self.client
         try:
             span.end_ns = client._clock()
+            kind = type(result)
             if encoded is not None:
                 span.output = encoded
+            elif (
+                self.capture_output
+                and self._plain_ok
+                and (
+                    result is None
+                    or kind is bool
+                    or (kind is int and -_PLAIN_INT < result < _PLAIN_INT)
+                    or (kind is float and result - result == 0.0)
+                )
+            ):
+                span.plain_output = result
+                self._end(span)
+                return
             elif self.capture_output:
                 runtime = client._runtime
                 assert runtime is not None
@@ -233,7 +272,7 @@ class FunctionSpec:
                 if self.redact_hook is not None:
                     encoded = self._apply_hook("output", encoded)
                 span.output = encoded
-            if span.usage is None and type(result) not in _ATOMS:
+            if span.usage is None and kind not in _ATOMS:
                 span.usage = usage_from_response(result)
         except Exception:
             internal_error("encoding an output")

@@ -17,7 +17,10 @@ if TYPE_CHECKING:
     from bitfab.codec import Encoded
     from bitfab.playback.context import ReplayContext
 
-__all__ = ["NOOP_SPAN", "NoopSpan", "Span", "SpanSpec", "format_id"]
+__all__ = ["NOOP_SPAN", "NO_VALUE", "NoopSpan", "Span", "SpanSpec", "format_id"]
+
+NO_VALUE: Any = object()
+"""Marks ``Span.plain_output`` as unset (None is a value)."""
 
 
 class SpanSpec(Protocol):
@@ -50,10 +53,14 @@ _MAX_CONTEXTS = 64
 
 
 def format_id(number: int) -> str:
-    """A 128-bit number written as a UUID4 string (version and variant bits set)."""
-    number = (number & ~(0xF000 << 64) & ~(0xC000 << 48)) | (0x4000 << 64) | (0x8000 << 48)
-    text = f"{number & ((1 << 128) - 1):032x}"
+    """A 128-bit id written as a UUIDv7 string (version and variant bits set here, on the
+    exporter's thread, so that minting an id on the caller's thread stays cheap)."""
+    text = f"{number & _ID_MASK | _ID_BITS:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+_ID_MASK = ((1 << 128) - 1) & ~(0xF << 76) & ~(0x3 << 62)
+_ID_BITS = (0x7 << 76) | (0x2 << 62)
 
 
 class Span:
@@ -72,6 +79,10 @@ class Span:
     usage: dict[str, Any] | None = None
     problems: list[str] | None = None
     mock_source: str | None = None
+    plain_input: tuple[Any, ...] | None = None
+    """Arguments that are all numbers, booleans or None: recorded as they are (no encoding)."""
+    plain_output: Any = NO_VALUE
+    """A number, boolean or None result, recorded as it is (``output`` stays None then)."""
     otel: tuple[str, str] | None = None
     thread_id: int = 0
     completes_trace = 0

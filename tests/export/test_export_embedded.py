@@ -171,7 +171,7 @@ def test_stored_rows_read_back_with_plain_sqlite(tmp_path: Path, clients: list[B
         conn.close()
 
     def uuid(n: int) -> str:
-        return f"00000000-0000-4000-8000-{n:012x}"
+        return f"00000000-0000-7000-8000-{n:012x}"
 
     assert [row[:8] for row in spans] == [
         (uuid(1), uuid(1), None, "pipeline", "pipeline", "function", 1, None),
