@@ -51,9 +51,19 @@ def triage(ticket: Ticket, *, lang: str = "en") -> tuple[Priority, str]:
 
 
 TICKETS = [
-    Ticket(1, "Site down", "Checkout returns 502 since 9am", datetime(2026, 11, 2, 9, 5, tzinfo=timezone.utc)),
+    Ticket(
+        1,
+        "Site down",
+        "Checkout returns 502 since 9am",
+        datetime(2026, 11, 2, 9, 5, tzinfo=timezone.utc),
+    ),
     Ticket(2, "Invoice copy", "Please resend October's invoice", datetime(2026, 11, 2, 10, 0)),
-    Ticket(3, "Refund", "Charged twice for order 1182", datetime(2026, 11, 3, 8, 30, tzinfo=timezone.utc)),
+    Ticket(
+        3,
+        "Refund",
+        "Charged twice for order 1182",
+        datetime(2026, 11, 3, 8, 30, tzinfo=timezone.utc),
+    ),
     Ticket(4, "Password reset", "The reset mail never arrives", datetime(2026, 11, 3, 9, 0)),
     Ticket(5, "Invoice address", "Our VAT number changed", datetime(2026, 11, 4, 14, 12)),
 ]
@@ -75,12 +85,16 @@ def main() -> None:
     print("   output     ", json.dumps(data["output"]), json.dumps(data["output_meta"]))
     store.close()
 
-    print("\n2. changing the code (version 2: invoices are high priority), replaying the recorded calls")
+    print(
+        "\n2. changing the code (version 2: invoices are high priority), replaying the recorded calls"
+    )
     RULES["version"] = 2
     result = triage.replay(limit=5)
     print()
     print(result)
-    print(f"\nfunctions: {[info.key for info in bitfab.functions()]}; export stats: {bitfab.stats()}")
+    print(
+        f"\nfunctions: {[info.key for info in bitfab.functions()]}; export stats: {bitfab.stats()}"
+    )
 
 
 if __name__ == "__main__":
