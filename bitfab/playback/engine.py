@@ -320,17 +320,21 @@ def _prepare(
 
 
 def _tokens_of(spans: Sequence[Span]) -> tuple[dict[str, int], str | None]:
+    """Tokens the replayed call spent, and its model. A mocked call spent nothing: its recorded
+    usage (set on its span, or read off the recorded response) is not counted."""
     total_in = total_out = cached = 0
     model: str | None = None
     for span in spans:
         usage = span.usage
         if not usage:
             continue
+        if model is None and usage.get("model"):
+            model = str(usage["model"])
+        if span.mock_source is not None:
+            continue
         total_in += int(usage.get("inputTokens") or 0)
         total_out += int(usage.get("outputTokens") or 0)
         cached += int(usage.get("cachedInputTokens") or 0)
-        if model is None and usage.get("model"):
-            model = str(usage["model"])
     return {
         "input": total_in,
         "output": total_out,

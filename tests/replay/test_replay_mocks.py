@@ -298,3 +298,32 @@ def test_an_override_function_that_raises_fails_the_item(bf: Bitfab) -> None:
     item = agent.replay(mock_overrides={"llm": fake})[0]
 
     assert (item.verdict, item.error) == ("error", "ConnectionError: no network in tests")
+
+
+def test_a_mocked_llm_response_spends_no_tokens_on_replay(bf: Bitfab) -> None:
+    """A mocked call served an OpenAI-shaped response keeps its model but spends no tokens."""
+    calls: list[str] = []
+
+    @bf.trace(key="chat", span_type="llm", mock_on_replay=True)
+    def chat(prompt: str) -> dict[str, Any]:
+        calls.append(prompt)
+        return {
+            "model": "gpt-test",
+            "choices": [{"message": {"content": prompt.upper()}}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 4},
+        }
+
+    @bf.trace(key="answer")
+    def answer(question: str) -> str:
+        content: str = chat(question)["choices"][0]["message"]["content"]
+        return content
+
+    answer("hi")
+    result = answer.replay()
+    item = result.items[0]
+    assert (item.verdict, calls) == ("same", ["hi"])
+    assert item.original_tokens == {"input": 11, "output": 4, "cached": 0, "total": 15}
+    assert (item.tokens, item.model) == (
+        {"input": 0, "output": 0, "cached": 0, "total": 0},
+        "gpt-test",
+    )
