@@ -83,7 +83,8 @@ class LocalBackend:
         dry_run: bool,
     ) -> StartedRun:
         selection = service.select_items(self.store, key, limit=limit, trace_ids=trace_ids)
-        if dry_run:
+        if dry_run or not selection.items:
+            # Nothing to replay: no test run is created (the result says why).
             return StartedRun(None, None, selection.items, selection.unknown_trace_ids)
         run_id = str(uuid.uuid4())
         self.store.create_test_run(
