@@ -100,7 +100,7 @@ class BatchExporter:
         self._wake = threading.Event()
         self._queue: deque[Span] = deque()
         self._queued_bytes = 0
-        self._emitted = 0
+        self._taken = 0
         self._refused = 0
         self._exported = 0
         self._processed = 0
@@ -120,7 +120,12 @@ class BatchExporter:
     # -- the hot path -----------------------------------------------------------------------------
 
     def emit(self, span: Span) -> None:
-        """Queue a finished span; never blocks on I/O, never raises."""
+        """Queue a finished span; never blocks on I/O, never raises.
+
+        Lock-free: ``deque.append`` is atomic. The byte count is approximate under concurrency
+        (the worker sets it right whenever it empties the queue); the count of spans is exact:
+        ``emitted`` is derived from what the worker took, what is queued and what was refused.
+        """
         if self._pid != _getpid():
             self._after_fork()
         encoded_in = span.input
@@ -130,26 +135,21 @@ class BatchExporter:
             size += encoded_in.size
         if encoded_out is not None:
             size += encoded_out.size
-        with self._lock:
-            self._emitted += 1
-            queue = self._queue
-            if (
-                self._stopping
-                or len(queue) >= self.max_queue_size
-                or self._queued_bytes + size > self.max_queue_bytes
-            ):
+        queue = self._queue
+        if (
+            self._stopping
+            or len(queue) >= self.max_queue_size
+            or self._queued_bytes + size > self.max_queue_bytes
+        ):
+            with self._lock:
                 refused_full = self._refuse_locked()
-                queued = -1
-            else:
-                queue.append(span)
-                self._queued_bytes += size
-                queued = len(queue)
-        if queued < 0:
             if refused_full:
                 # Logged outside the lock: a traced logging handler may record a span.
                 self._warn_full()
             return
-        if queued >= self.max_batch_size:
+        queue.append(span)
+        self._queued_bytes += size
+        if len(queue) >= self.max_batch_size:
             if not self._wake.is_set():
                 worker = self._worker
                 if worker is None or not worker.is_alive():
@@ -194,6 +194,7 @@ class BatchExporter:
                     dropped = len(self._queue)
                     self._queue.clear()
                     self._queued_bytes = 0
+                    self._taken += dropped
                     self._processed += dropped
                     self._count_drop_locked("shutdown", dropped)
                 return
@@ -231,8 +232,12 @@ class BatchExporter:
                 if count == 0:
                     return
                 batch = [queue.popleft() for _ in range(count)]
+                self._taken += count
                 self._in_flight = count
-                self._queued_bytes -= sum(_span_bytes(span) for span in batch)
+                if queue:
+                    self._queued_bytes -= sum(_span_bytes(span) for span in batch)
+                else:
+                    self._queued_bytes = 0  # exact again whenever the queue is empty
             try:
                 result = self._export(batch)
             except BaseException:
@@ -294,7 +299,7 @@ class BatchExporter:
         if self._pid != os.getpid():
             self._after_fork()
         with self._lock:
-            target = self._emitted - self._refused
+            target = self._taken + len(self._queue)
         if self._worker is None or not self._worker.is_alive():
             with self._lock:
                 pending = bool(self._queue)
@@ -339,6 +344,7 @@ class BatchExporter:
         with self._lock:
             left = len(self._queue) + self._in_flight
             if left and (worker is None or not worker.is_alive()):
+                self._taken += len(self._queue)
                 self._queue.clear()
                 self._queued_bytes = 0
                 self._processed += left
@@ -364,7 +370,7 @@ class BatchExporter:
     def stats(self) -> ExportStats:
         with self._lock:
             return ExportStats(
-                emitted=self._emitted,
+                emitted=self._taken + len(self._queue) + self._refused,
                 exported=self._exported,
                 queued=len(self._queue),
                 in_flight=self._in_flight,

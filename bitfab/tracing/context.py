@@ -65,10 +65,25 @@ if _VAR is not None:
             otel_context.detach(token)
 
     get_current, attach, detach = _VAR.get, _VAR.set, _detach
+    # For a synchronous call, where attach and detach happen in the same context and in order,
+    # ContextVar.reset cannot fail: the hot path calls it directly.
+    detach_same_context: Callable[[Token[otel_context.Context]], None] = _reset
 else:  # pragma: no cover - a custom OTEL_PYTHON_CONTEXT
     get_current = otel_context.get_current
     attach = otel_context.attach
     detach = otel_context.detach
+    detach_same_context = otel_context.detach
+
+
+_Context = otel_context.Context
+_set_item = dict.__setitem__
+
+
+def with_value(ctx: otel_context.Context, key: str, value: object) -> otel_context.Context:
+    """``set_value`` with one copy instead of two: a new Context that nobody has seen yet."""
+    new = _Context(ctx)
+    _set_item(new, key, value)
+    return new
 
 
 def active_span() -> Span | None:

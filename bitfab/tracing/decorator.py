@@ -27,9 +27,11 @@ from bitfab.tracing.context import (
     SUPPRESS_KEY,
     attach,
     detach,
+    detach_same_context,
     get_current,
     otel_ids,
     set_value,
+    with_value,
 )
 from bitfab.tracing.registry import FunctionInfo, describe
 from bitfab.tracing.span import Span
@@ -48,6 +50,7 @@ R = TypeVar("R")
 _ATOMS = frozenset({type(None), bool, int, float, str, bytes})
 _MAX_TRACEBACK_FRAMES = 32
 _PLAIN_INT = 1 << 63
+_new_span = object.__new__
 _REDACT_FAILED = Encoded("<dropped: redact hook failed>", None, ("redact hook failed",), 32)
 _NOT_CAPTURED = Encoded(None, None, ("input not captured (capture_input=False)",), 4)
 
@@ -176,13 +179,16 @@ class FunctionSpec:
             runtime = client._runtime
             assert runtime is not None
         parent: Span | None = ctx.get(SPAN_KEY)
-        span = Span(
-            client._new_id(),
-            parent,
-            self,
-            client._clock(),
-            parent.replay if parent is not None else ctx.get(REPLAY_KEY),
-        )
+        if parent is None:
+            # A root span, built in place (no __init__ frame: this runs on every call).
+            span = _new_span(Span)
+            span.trace_id = span.span_id = client._new_id()
+            span.root = span
+            span.spec = self
+            span.start_ns = client._clock()
+            span.replay = ctx.get(REPLAY_KEY)
+        else:
+            span = Span(client._new_id(), parent, self, client._clock(), parent.replay)
         span.thread_id = _get_ident()
         if ctx.get(_OTEL_SPAN_KEY) is not None:
             span.otel = otel_ids(ctx)
@@ -255,7 +261,15 @@ class FunctionSpec:
                 )
             ):
                 span.plain_output = result
-                self._end(span)
+                # _end(), spelled out: the commonest way a span ends.
+                if span.root is span and span._span_count == 1:
+                    span._open = 0
+                    span.completes_trace = 1
+                else:
+                    span.close()
+                exporter = client._exporter
+                if exporter is not None:
+                    exporter.emit(span)
                 return
             elif self.capture_output:
                 runtime = client._runtime
@@ -280,7 +294,14 @@ class FunctionSpec:
 
     def _end(self, span: Span) -> None:
         try:
-            span.close()
+            if span.root is span and span._span_count == 1:
+                # A root that never had a child ends its trace without the lock: a child
+                # started at this very moment in another thread counts as a late span, like
+                # one started after its root ended (both get a completion record of their own).
+                span._open = 0
+                span.completes_trace = 1
+            else:
+                span.close()
             exporter = self.client._exporter
             if exporter is not None:
                 exporter.emit(span)
@@ -374,14 +395,14 @@ def _sync_path(spec: FunctionSpec) -> Callable[..., Any]:
             intercepted = span.replay.intercept(spec, span, args, kwargs)
             if intercepted is not None:
                 return intercepted.deliver(spec, span)
-        token = attach(set_value(SPAN_KEY, span, ctx))
+        token = attach(with_value(ctx, SPAN_KEY, span))
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
-            detach(token)
+            detach_same_context(token)
             spec.fail(span, exc)
             raise
-        detach(token)
+        detach_same_context(token)
         spec.finish(span, result)
         return result
 

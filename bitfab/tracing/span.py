@@ -88,12 +88,13 @@ class Span:
     completes_trace = 0
     seq = 0
     """Start order within the trace (0 for the root): orders siblings when clocks tie."""
-    _open = 0
-    _span_count = 0
+    parent_id: int | None = None
+    # Open spans and spans started in this trace: kept on the root only (a root counts itself).
+    _open = 1
+    _span_count = 1
 
     span_id: int
     trace_id: int
-    parent_id: int | None
     root: Span
     spec: SpanSpec
     start_ns: int
@@ -112,11 +113,9 @@ class Span:
         self.start_ns = start_ns
         self.replay = replay
         if parent is None:
-            self.parent_id = None
+            # parent_id, _open and _span_count keep their class defaults (None, 1, 1).
             self.trace_id = span_id
             self.root = self
-            self._open = 1
-            self._span_count = 1
         else:
             self.parent_id = parent.span_id
             self.trace_id = parent.trace_id
