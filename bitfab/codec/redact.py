@@ -167,7 +167,14 @@ class Redactor:
         value_patterns: also redact strings that look like credentials by themselves.
     """
 
-    __slots__ = ("_longest", "_name_cache", "_phrases", "_safe_names", "value_patterns")
+    __slots__ = (
+        "_longest",
+        "_name_cache",
+        "_phrases",
+        "_safe_key_names",
+        "_safe_names",
+        "value_patterns",
+    )
 
     def __init__(self, extra_names: Iterable[str] = (), *, value_patterns: bool = True) -> None:
         phrases = set(_SECRET_PHRASES)
@@ -182,6 +189,8 @@ class Redactor:
         self._name_cache: dict[str, bool] = {}
         # Tuples of argument names none of which is secret: the fast path's one set lookup.
         self._safe_names: set[tuple[str, ...]] = set()
+        # Single names found not secret: a dict whose keys are all here skips the per-key check.
+        self._safe_key_names: set[str] = set()
         self.value_patterns = value_patterns
 
     def __repr__(self) -> str:
@@ -200,7 +209,10 @@ class Redactor:
             cache = self._name_cache
             if len(cache) >= _NAME_CACHE_MAX:
                 cache.clear()
+                self._safe_key_names.clear()
             cache[name] = verdict
+            if not verdict:
+                self._safe_key_names.add(name)
         return verdict
 
     def any_name_is_secret(self, names: Sequence[str]) -> bool:
