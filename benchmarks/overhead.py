@@ -64,7 +64,7 @@ from opentelemetry.sdk.trace.export import (
 )
 
 import bitfab
-from bitfab.client import _random_id as bitfab_id
+from bitfab.client import _ids
 from bitfab.codec import DEFAULT_REDACTOR, encode_call, encode_value
 from bitfab.export.wire import span_records, thread_names
 from bitfab.store import open_store
@@ -803,7 +803,7 @@ def main() -> int:
     print()
     print(pieces_table)
     rng = random.Random(11)
-    growth_v7 = store_growth(tmp, growth_rows, bitfab_id, "v7")
+    growth_v7 = store_growth(tmp, growth_rows, lambda: _ids.next(), "v7")
     growth_v4 = store_growth(
         tmp, growth_rows, lambda: rng.getrandbits(128) & ~(0xF << 76) | (0x4 << 76), "v4"
     )

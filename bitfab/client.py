@@ -13,6 +13,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -44,25 +45,28 @@ class _Ids:
     40-bit counter, written as UUIDv7 strings by ``format_id``.
 
     Ids that grow keep the store's B-tree inserts at the end of its indexes (several times
-    faster than random UUID4s once the store is large), and the next id costs one C call. A
-    forked child starts a prefix of its own, so parent and child never mint the same id.
+    faster than random UUID4s once the store is large), and the next id is one C call: each
+    instance holds the counter's ``__next__`` itself. A forked child starts a counter of its
+    own and hands it to every instance, so parent and child never mint the same id.
     """
 
     def __init__(self) -> None:
+        self.users: weakref.WeakSet[Bitfab] = weakref.WeakSet()
         self.reset()
         os.register_at_fork(after_in_child=self.reset)
 
     def reset(self) -> None:
         prefix = (_time_ns() // 1_000_000) << 80 | _random_bits(40) << 40
-        counter = itertools.count(prefix)
-        self.next = counter.__next__
+        self.next = itertools.count(prefix).__next__
+        for user in list(self.users):
+            user._new_id = self.next
+
+    def attach(self, user: Bitfab) -> Callable[[], int]:
+        self.users.add(user)
+        return self.next
 
 
 _ids = _Ids()
-
-
-def _random_id() -> int:
-    return _ids.next()
 
 
 class Runtime:
@@ -113,7 +117,7 @@ class Bitfab:
         resolve_config(settings, environ={})  # fail fast on bad values given in code
         self._settings.update(settings)
         self._sink = sink
-        self._new_id: Callable[[], int] = id_generator or _random_id
+        self._new_id: Callable[[], int] = id_generator or _ids.attach(self)
         self._clock: Callable[[], int] = clock or time.time_ns
         self.registry = Registry()
         self._config: Config | None = None

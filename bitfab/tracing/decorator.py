@@ -17,6 +17,7 @@ from threading import get_ident as _get_ident
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 import wrapt
+from opentelemetry.context import Context as OtelContext
 
 from bitfab._internal import internal_error
 from bitfab.codec import GLOBAL_TYPES, Encoded, Redactor, TypeAllowList, encode_call, encode_value
@@ -31,7 +32,6 @@ from bitfab.tracing.context import (
     get_current,
     otel_ids,
     set_value,
-    with_value,
 )
 from bitfab.tracing.registry import FunctionInfo, describe
 from bitfab.tracing.span import Span
@@ -51,6 +51,8 @@ _ATOMS = frozenset({type(None), bool, int, float, str, bytes})
 _MAX_TRACEBACK_FRAMES = 32
 _PLAIN_INT = 1 << 63
 _new_span = object.__new__
+_Context = OtelContext
+_set_item = dict.__setitem__
 _REDACT_FAILED = Encoded("<dropped: redact hook failed>", None, ("redact hook failed",), 32)
 _NOT_CAPTURED = Encoded(None, None, ("input not captured (capture_input=False)",), 4)
 
@@ -395,7 +397,9 @@ def _sync_path(spec: FunctionSpec) -> Callable[..., Any]:
             intercepted = span.replay.intercept(spec, span, args, kwargs)
             if intercepted is not None:
                 return intercepted.deliver(spec, span)
-        token = attach(with_value(ctx, SPAN_KEY, span))
+        new_ctx = _Context(ctx)  # with_value(), spelled out: one copy, no frame
+        _set_item(new_ctx, SPAN_KEY, span)
+        token = attach(new_ctx)
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
