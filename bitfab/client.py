@@ -7,6 +7,7 @@ share one exporter (one queue, one worker thread) per process.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import itertools
 import os
@@ -102,7 +103,8 @@ class Bitfab:
             :class:`bitfab.testing.MemorySink`).
         id_generator: returns 128-bit ints for span and trace ids (tests pass a counter).
         clock: returns wall-clock nanoseconds (tests pass a fake clock).
-        **settings: any :class:`~bitfab.config.Config` field, e.g. ``db``, ``enabled``.
+        **settings: any :class:`~bitfab.config.Config` field, e.g. ``db``, ``enabled``; with
+            ``url`` and ``api_key`` spans go to a bitfab server and replay runs against it.
     """
 
     def __init__(
@@ -204,20 +206,29 @@ class Bitfab:
         if self._sink is not None:
             share_key: tuple[str, ...] = ("sink", str(id(self._sink)))
         elif config.url:
-            raise ConfigError(
-                "BITFAB_URL / url= (remote mode) is not available in this version; "
-                "unset it to record into the embedded store"
-            )
+            # One exporter (and one HTTP client) per server and key in this process.
+            key_hash = hashlib.sha256((config.api_key or "").encode()).hexdigest()[:16]
+            share_key = ("http", config.url, key_hash)
         else:
             share_key = ("sqlite", os.path.abspath(config.db_path()))
         with _shared_lock:
             exporter = _shared.get(share_key)
             if exporter is None or exporter._stopping:
-                sink = (
-                    self._sink
-                    if self._sink is not None
-                    else StoreSink(share_key[1], timeout=config.export_timeout)
-                )
+                sink: Sink
+                if self._sink is not None:
+                    sink = self._sink
+                elif share_key[0] == "http":
+                    from bitfab.export.http import HttpSink
+
+                    assert config.url is not None
+                    sink = HttpSink(
+                        config.url,
+                        config.api_key,
+                        timeout=config.export_timeout,
+                        allow_insecure_http=config.allow_insecure_http,
+                    )
+                else:
+                    sink = StoreSink(share_key[1], timeout=config.export_timeout)
                 exporter = BatchExporter(
                     sink,
                     max_queue_size=config.max_queue_size,

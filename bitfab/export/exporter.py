@@ -328,6 +328,11 @@ class BatchExporter:
         if self._pid != os.getpid():
             self._after_fork()
         timeout = self.shutdown_timeout if timeout is None else timeout
+        begin = getattr(self.sink, "begin_shutdown", None)
+        if begin is not None:
+            # A sink that may be waiting (an HTTP backoff) learns its budget first, so that
+            # the worker isn't stuck in a wait while we join it.
+            begin(timeout)
         with self._lock:
             already = self._stopping
             self._stopping = True

@@ -515,7 +515,14 @@ def _code_version() -> str | None:
 
 
 def _backend_for(client: Bitfab) -> Backend:
-    return LocalBackend(client.config.db_path())
+    config = client.config
+    if config.url:
+        from bitfab.playback.remote import RemoteBackend
+
+        return RemoteBackend(
+            config.url, config.api_key, allow_insecure_http=config.allow_insecure_http
+        )
+    return LocalBackend(config.db_path())
 
 
 def _start(client: Bitfab, target: _Target, options: _Options, backend: Backend) -> StartedRun:
