@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from bitfab.exceptions import StoreError
+from bitfab.store.keys import ApiKey
 
 __all__ = [
     "MAX_LIMIT",
     "MAX_SEARCH_CHARS",
     "TEST_RUN_STATUSES",
+    "ApiKey",
     "FunctionStats",
     "Rejection",
     "Store",
@@ -368,6 +370,28 @@ class Store(Protocol):
 
     def count_spans(self) -> int:
         """How many span records are stored."""
+        ...
+
+    # -- API keys of the server (see bitfab.store.keys) ------------------------------------
+
+    def create_api_key(self, key: ApiKey) -> None:
+        """Store a new key. An id or hash already stored raises ``StoreError``."""
+        ...
+
+    def api_keys(self) -> list[ApiKey]:
+        """Every key, revoked ones included, oldest first."""
+        ...
+
+    def find_api_key(self, key_hash: str) -> ApiKey | None:
+        """The key (revoked or not) whose secret hashes to ``key_hash``; None if none does."""
+        ...
+
+    def revoke_api_key(self, key_id: str, *, revoked_at: str | None = None) -> ApiKey | None:
+        """Revoke a key (revoking twice keeps the first time); the key, or None if unknown."""
+        ...
+
+    def touch_api_key(self, key_id: str, *, used_at: str | None = None) -> None:
+        """Record that a key was just used (``last_used_at``); an unknown id is ignored."""
         ...
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ from bitfab.exceptions import StoreError
 from bitfab.store import sqlite_sql as sql
 from bitfab.store.base import (
     TEST_RUN_STATUSES,
+    ApiKey,
     FunctionStats,
     Rejection,
     Store,
@@ -409,6 +410,42 @@ class SQLiteStore(Store):
             rows = conn.execute(sql.LIST_RUNS, params).fetchall()
         return [_test_run(row, ()) for row in rows]
 
+    # -- API keys ----------------------------------------------------------------------------
+
+    def create_api_key(self, key: ApiKey) -> None:
+        row = (
+            key.id,
+            key.name,
+            key.scope,
+            key.key_hash,
+            key.created_at,
+            key.revoked_at,
+            key.last_used_at,
+        )
+        with self._writing() as conn:
+            if conn.execute(sql.INSERT_KEY, row).rowcount == 0:
+                raise StoreError(f"an API key with id {key.id!r} or the same secret already exists")
+
+    def api_keys(self) -> list[ApiKey]:
+        with self._reading() as conn:
+            rows = conn.execute(sql.LIST_KEYS).fetchall()
+        return [_api_key(row) for row in rows]
+
+    def find_api_key(self, key_hash: str) -> ApiKey | None:
+        with self._reading() as conn:
+            row = conn.execute(sql.FIND_KEY, (query_text(key_hash),)).fetchone()
+        return None if row is None else _api_key(row)
+
+    def revoke_api_key(self, key_id: str, *, revoked_at: str | None = None) -> ApiKey | None:
+        with self._writing() as conn:
+            conn.execute(sql.REVOKE_KEY, (revoked_at or utc_now_iso(), query_text(key_id)))
+            row = conn.execute(sql.GET_KEY, (query_text(key_id),)).fetchone()
+        return None if row is None else _api_key(row)
+
+    def touch_api_key(self, key_id: str, *, used_at: str | None = None) -> None:
+        with self._writing() as conn:
+            conn.execute(sql.TOUCH_KEY, (used_at or utc_now_iso(), query_text(key_id)))
+
     # -- connections -------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -679,4 +716,17 @@ def _test_run_item(row: Sequence[Any]) -> TestRunItem:
         replay_trace_id=replay_trace_id,
         verdict=verdict,
         item=json.loads(item),
+    )
+
+
+def _api_key(row: Sequence[Any]) -> ApiKey:
+    key_id, name, scope, key_hash, created_at, revoked_at, last_used_at = row
+    return ApiKey(
+        id=key_id,
+        name=name,
+        scope=scope,
+        key_hash=key_hash,
+        created_at=created_at,
+        revoked_at=revoked_at,
+        last_used_at=last_used_at,
     )

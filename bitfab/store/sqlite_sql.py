@@ -172,3 +172,23 @@ GET_ITEMS = """
     SELECT idx, original_trace_id, original_span_id, replay_trace_id, verdict, item
     FROM test_run_items WHERE run_id = ? ORDER BY idx
 """
+
+INSERT_KEY = """
+    INSERT INTO api_keys (id, name, scope, key_hash, created_at, revoked_at, last_used_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT DO NOTHING
+"""
+LIST_KEYS = """
+    SELECT id, name, scope, key_hash, created_at, revoked_at, last_used_at
+    FROM api_keys ORDER BY created_at, id
+"""
+FIND_KEY = """
+    SELECT id, name, scope, key_hash, created_at, revoked_at, last_used_at
+    FROM api_keys WHERE key_hash = ?
+"""
+GET_KEY = """
+    SELECT id, name, scope, key_hash, created_at, revoked_at, last_used_at
+    FROM api_keys WHERE id = ?
+"""
+REVOKE_KEY = "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?"
+TOUCH_KEY = "UPDATE api_keys SET last_used_at = ? WHERE id = ?"

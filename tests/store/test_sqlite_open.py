@@ -40,7 +40,10 @@ def test_fresh_file_gets_the_schema_in_wal_mode_with_private_permissions(tmp_pat
     with SQLiteStore(path) as store:
         assert store.path == str(path)
 
-    assert schema_rows(path) == EXPECTED_SCHEMA == [(LATEST_VERSION, "spans, traces, test runs")]
+    assert (
+        schema_rows(path) == EXPECTED_SCHEMA == [(1, "spans, traces, test runs"), (2, "api keys")]
+    )
+    assert LATEST_VERSION == 2
     assert query(path, "PRAGMA journal_mode") == [("wal",)]
     assert query(path, "PRAGMA page_size") == [(16384,)]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
