@@ -8,13 +8,24 @@ server's replay endpoints call it for remote SDKs.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bitfab.store import Store
+from bitfab.store import Store, TestRun, TestRunItem
+from bitfab.store.records import utc_now_iso
 
-__all__ = ["ItemRef", "Selection", "item_payload", "select_items", "span_tree", "usage_of"]
+__all__ = [
+    "ItemRef",
+    "Selection",
+    "create_run",
+    "item_payload",
+    "run_item_rows",
+    "select_items",
+    "span_tree",
+    "usage_of",
+]
 
 
 @dataclass(frozen=True)
@@ -189,3 +200,49 @@ def span_tree(
         return built
 
     return node(by_id[root_id], True)
+
+
+def create_run(
+    store: Store,
+    key: str,
+    selection: Selection,
+    *,
+    name: str | None,
+    options: Mapping[str, Any],
+    code_version: str | None,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """Store a new running test run for ``selection`` and return its id."""
+    run_id = str(uuid.uuid4())
+    store.create_test_run(
+        TestRun(
+            id=run_id,
+            key=key,
+            created_at=utc_now_iso(),
+            name=name,
+            status="running",
+            options=dict(options),
+            code_version=code_version,
+            extra={
+                "items": [item_payload(item) for item in selection.items],
+                "unknownTraceIds": selection.unknown_trace_ids,
+                **(extra or {}),
+            },
+        )
+    )
+    return run_id
+
+
+def run_item_rows(items: Sequence[Mapping[str, Any]]) -> list[TestRunItem]:
+    """A completed run's items (``ReplayItem.to_dict()`` shapes) as the store's rows."""
+    return [
+        TestRunItem(
+            idx=index,
+            original_trace_id=item.get("original_trace_id"),
+            original_span_id=item.get("original_span_id"),
+            replay_trace_id=item.get("trace_id"),
+            verdict=item.get("verdict"),
+            item=item,
+        )
+        for index, item in enumerate(items)
+    ]

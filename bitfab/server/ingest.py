@@ -4,10 +4,17 @@
 valid ones to ``store.write`` (one transaction, upsert by id keeping the first, committed before
 it returns) and reports the rest per record. A 2xx therefore means the data is on disk, and a
 retried batch never adds a row twice.
+
+For the kill -9 tests (RELIABILITY.md B12) the module has a test hook, ``BITFAB_TEST_CRASH_AT``:
+see :class:`CrashPoint`. It is read once, at import, and is inert when unset.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +29,7 @@ from bitfab.server.errors import ApiError, FieldError, json_response
 from bitfab.store.base import Rejection, Store, WriteResult
 from bitfab.store.records import iso_to_us
 
-__all__ = ["IngestResult", "check_span", "check_trace", "ingest", "routes"]
+__all__ = ["CrashPoint", "IngestResult", "check_span", "check_trace", "ingest", "routes"]
 
 MAX_ID_CHARS = 200
 MAX_KEY_CHARS = 500
@@ -137,6 +144,79 @@ def check_trace(record: Any) -> None:
         _id(external, "input_source_trace_id", "externalTrace.", required=False)
 
 
+# -- test hook: crash points (RELIABILITY.md B12) ----------------------------------------------
+
+
+class CrashPoint:
+    """A TEST HOOK: the server kills itself with SIGKILL at one point of the ingest path.
+
+    Only for the kill -9 tests (``tests/e2e/test_e2e_crash.py``); never set it in production.
+    Armed by environment variables read once, when this module is imported:
+
+    - ``BITFAB_TEST_CRASH_AT``: where to die, one of
+
+      - ``before_commit``: the batch is checked, nothing of it is written yet;
+      - ``mid_batch``: "after writing some but not all records of the batch". ``SQLiteStore``
+        writes a whole batch in one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT`` inside
+        ``store.write``) and nothing of this module runs between its rows, so for that store
+        this is the same point, with the same outcome, as ``before_commit``: none of the batch
+        survives. (A store that commits a batch in pieces would need its own hook there.)
+      - ``after_commit_before_response``: ``store.write`` returned, so the batch is committed,
+        and the client never gets its answer (it retries; the server must dedupe).
+
+    - ``BITFAB_TEST_CRASH_AFTER``: die on the Nth ingest request (default 1: the first). Every
+      call of :func:`ingest` is one request, whatever the envelope.
+
+    Unset (or unknown values: a warning, then inert), the cost is one check of a module global
+    per ingest request. ``os.kill(os.getpid(), SIGKILL)`` ends the process at once: no
+    response, no shutdown, no store close, as with a power cut of the process.
+    """
+
+    POINTS = ("before_commit", "mid_batch", "after_commit_before_response")
+
+    def __init__(self, point: str, after: int = 1) -> None:
+        if point not in self.POINTS:
+            raise ValueError(f"crash point must be one of {', '.join(self.POINTS)}: {point!r}")
+        if after < 1:
+            raise ValueError("the request number of a crash point must be >= 1")
+        self.point = point
+        self.after = after
+        self._requests = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> CrashPoint | None:
+        """The hook the environment asks for, or None (the normal case)."""
+        point = environ.get("BITFAB_TEST_CRASH_AT", "").strip()
+        if not point:
+            return None
+        log = logging.getLogger("bitfab.server")
+        try:
+            hook = cls(point, int(environ.get("BITFAB_TEST_CRASH_AFTER", "1").strip() or "1"))
+        except ValueError as exc:
+            log.warning("BITFAB_TEST_CRASH_AT ignored (a test hook): %s", exc)
+            return None
+        log.warning(
+            "TEST HOOK armed: this server kills itself (SIGKILL) at %s of ingest request %d",
+            hook.point,
+            hook.after,
+        )
+        return hook
+
+    def point_of_this_request(self) -> str | None:
+        """Count one ingest request; the crash point if it is the one to die in, else None."""
+        with self._lock:
+            self._requests += 1
+            return self.point if self._requests == self.after else None
+
+    @staticmethod
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_CRASH: CrashPoint | None = CrashPoint.from_environ(os.environ)
+
+
 # -- the one ingest path -----------------------------------------------------------------------
 
 
@@ -146,6 +226,7 @@ def ingest(store: Store, spans: Sequence[Any], traces: Sequence[Any] = ()) -> In
     Rejections carry the record's index in ``spans`` or ``traces`` and the field that failed.
     Raises the store's errors (busy, full) for the whole batch: nothing was committed then.
     """
+    crash_at = None if _CRASH is None else _CRASH.point_of_this_request()  # test hook
     rejected: list[Rejection] = []
     good_spans: list[dict[str, Any]] = []
     span_index: list[int] = []
@@ -167,7 +248,11 @@ def ingest(store: Store, spans: Sequence[Any], traces: Sequence[Any] = ()) -> In
         else:
             good_traces.append(record)
             trace_index.append(index)
+    if crash_at is not None and crash_at != "after_commit_before_response":
+        CrashPoint.die()  # before_commit; mid_batch (the same point for a one-transaction store)
     result = store.write(good_spans, good_traces) if good_spans or good_traces else WriteResult()
+    if crash_at is not None:
+        CrashPoint.die()  # after_commit_before_response: committed, never answered
     refused: dict[tuple[str, int], Rejection] = {}
     for rejection in result.rejected:  # indexes into what was written -> indexes of the input
         original = (span_index if rejection.kind == "span" else trace_index)[rejection.index]

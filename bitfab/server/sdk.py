@@ -7,7 +7,6 @@ the server and one against the embedded store see the same things.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,8 +27,7 @@ from bitfab.server.params import (
     body_str_list,
     query_bool,
 )
-from bitfab.store.base import MAX_LIMIT, TEST_RUN_STATUSES, Store, TestRun, TestRunItem
-from bitfab.store.records import utc_now_iso
+from bitfab.store.base import MAX_LIMIT, TEST_RUN_STATUSES, Store, TestRunItem
 
 __all__ = ["routes", "run_items"]
 
@@ -44,12 +42,7 @@ def run_url(run_id: str) -> str:
 
 
 def run_items(items: Sequence[Any]) -> list[TestRunItem]:
-    """Items of ``replay/complete`` as stored rows: the mapping of ``LocalBackend.complete_run``.
-
-    (Written here as well because the server may not change the playback package; the two
-    should move into one shared function.)
-    """
-    rows = []
+    """Items of ``replay/complete``, checked, as stored rows (``service.run_item_rows``)."""
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             raise ApiError.invalid(
@@ -64,17 +57,7 @@ def run_items(items: Sequence[Any]) -> list[TestRunItem]:
                         f"must be a string of at most {MAX_ID_CHARS} characters",
                     )
                 )
-        rows.append(
-            TestRunItem(
-                idx=index,
-                original_trace_id=item.get("original_trace_id"),
-                original_span_id=item.get("original_span_id"),
-                replay_trace_id=item.get("trace_id"),
-                verdict=item.get("verdict"),
-                item=item,
-            )
-        )
-    return rows
+    return service.run_item_rows(items)
 
 
 def _run_id(body: Mapping[str, Any]) -> str:
@@ -108,25 +91,14 @@ def _start(store: Store, body: dict[str, Any]) -> dict[str, Any]:
     items = [service.item_payload(item) for item in selection.items]
     run_id: str | None = None
     if not dry_run:
-        run_id = str(uuid.uuid4())
-        # As LocalBackend.start_run creates it, plus what only remote clients send.
-        store.create_test_run(
-            TestRun(
-                id=run_id,
-                key=key,
-                created_at=utc_now_iso(),
-                name=name,
-                status="running",
-                options=options if isinstance(options, dict) else {},
-                code_version=code_version if isinstance(code_version, str) else None,
-                extra={
-                    "items": items,
-                    "unknownTraceIds": selection.unknown_trace_ids,
-                    "notes": notes,
-                    "metadata": metadata,
-                    "experimentId": run_id,
-                },
-            )
+        run_id = service.create_run(
+            store,
+            key,
+            selection,
+            name=name,
+            options=options if isinstance(options, dict) else {},
+            code_version=code_version if isinstance(code_version, str) else None,
+            extra={"notes": notes, "metadata": metadata},
         )
     return {
         "experimentId": run_id,
