@@ -6,15 +6,13 @@ PROTOCOL.md's replay endpoints implements the same methods over HTTP.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bitfab.playback import service
 from bitfab.playback.service import ItemRef
-from bitfab.store import Store, TestRun, TestRunItem, open_store
-from bitfab.store.records import utc_now_iso
+from bitfab.store import Store, open_store
 
 __all__ = ["Backend", "LocalBackend", "StartedRun"]
 
@@ -86,21 +84,13 @@ class LocalBackend:
         if dry_run or not selection.items:
             # Nothing to replay: no test run is created (the result says why).
             return StartedRun(None, None, selection.items, selection.unknown_trace_ids)
-        run_id = str(uuid.uuid4())
-        self.store.create_test_run(
-            TestRun(
-                id=run_id,
-                key=key,
-                created_at=utc_now_iso(),
-                name=name,
-                status="running",
-                options=dict(options),
-                code_version=code_version,
-                extra={
-                    "items": [service.item_payload(item) for item in selection.items],
-                    "unknownTraceIds": selection.unknown_trace_ids,
-                },
-            )
+        run_id = service.create_run(
+            self.store,
+            key,
+            selection,
+            name=name,
+            options=options,
+            code_version=code_version,
         )
         return StartedRun(
             run_id, self.run_url(run_id), selection.items, selection.unknown_trace_ids
@@ -120,17 +110,7 @@ class LocalBackend:
         summary: Mapping[str, Any],
         status: str,
     ) -> None:
-        rows = [
-            TestRunItem(
-                idx=index,
-                original_trace_id=item.get("original_trace_id"),
-                original_span_id=item.get("original_span_id"),
-                replay_trace_id=item.get("trace_id"),
-                verdict=item.get("verdict"),
-                item=item,
-            )
-            for index, item in enumerate(items)
-        ]
+        rows = service.run_item_rows(items)
         self.store.complete_test_run(run_id, items=rows, summary=summary, status=status)
 
     def interrupt_run(self, run_id: str) -> None:

@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import httpx
 
 from bitfab.playback import service
-from bitfab.store import Store, TestRun, TestRunItem, open_store
+from bitfab.store import Store, TestRun, open_store
 from bitfab.store.records import utc_now_iso
 
 API_KEY = "bf-test-key-7f3a9c"
@@ -464,17 +464,7 @@ class _Handler(BaseHTTPRequestHandler):
         items = body.get("items") or []
         store.complete_test_run(
             run_id,
-            items=[
-                TestRunItem(
-                    idx=index,
-                    original_trace_id=item.get("original_trace_id"),
-                    original_span_id=item.get("original_span_id"),
-                    replay_trace_id=item.get("trace_id"),
-                    verdict=item.get("verdict"),
-                    item=item,
-                )
-                for index, item in enumerate(items)
-            ],
+            items=service.run_item_rows(items),
             summary=body.get("summary") or {},
             status=body.get("status") or "completed",
         )
