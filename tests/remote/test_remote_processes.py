@@ -1,8 +1,11 @@
-"""Process faults in remote mode (RELIABILITY.md B1, B2, B5, B6, B8), in child processes."""
+"""Process faults in remote mode (RELIABILITY.md B1, B2, B4, B5, B6, B7, B8), in child processes."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 import time
 from collections import Counter
 from pathlib import Path
@@ -222,3 +225,81 @@ if __name__ == "__main__":
     assert (child.returncode, child.stderr) == (0, "")
     assert json.loads(child.stdout) == [True, True]
     assert _inputs(server) == Counter(["spawned-0", "spawned-1"])
+
+
+def test_preloaded_workers_forked_after_import_all_export(
+    server: FakeBitfabServer, tmp_path: Path
+) -> None:
+    """B7: gunicorn --preload style: set up and trace in the parent, fork 4 workers; every
+    worker's spans reach the server and no flush waits on a queue nothing drains."""
+    code = (
+        PRELUDE
+        + """
+client = bitfab.Bitfab(url=sys.argv[1], api_key=sys.argv[2], schedule_delay=30)
+
+@client.trace(key="b7")
+def work(tag):
+    return tag
+
+work("master")
+assert client.flush(5)
+children = []
+for n in range(4):
+    pid = os.fork()
+    if pid == 0:
+        for i in range(3):
+            work(f"worker{n}-{i}")
+        os._exit(0 if client.flush(5) and accounted(client) else 1)
+    children.append(pid)
+print(json.dumps({"children": [reap(pid) for pid in children], "flushed": client.flush(5)}))
+"""
+    )
+    child = run_python(code, server.url, API_KEY, cwd=tmp_path)
+
+    assert (child.returncode, child.stderr) == (0, "")
+    report = json.loads(child.stdout)
+    assert report == {"children": [0, 0, 0, 0], "flushed": True}
+    expected = ["master"] + [f"worker{n}-{i}" for n in range(4) for i in range(3)]
+    assert _inputs(server) == Counter(expected)
+
+
+def test_sigterm_with_a_handler_that_exits_sends_every_span(
+    server: FakeBitfabServer, tmp_path: Path
+) -> None:
+    """B4: SIGTERM handled with sys.exit (gunicorn, Kubernetes) still runs the exit flush."""
+    code = (
+        PRELUDE
+        + """
+import signal
+client = bitfab.Bitfab(url=sys.argv[1], api_key=sys.argv[2], schedule_delay=30)
+
+@client.trace(key="b4")
+def work(i):
+    return i
+
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+for i in range(50):
+    work(i)
+print("ready", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), server.url, API_KEY],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        process.terminate()
+        _, stderr = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert (process.returncode, stderr) == (0, "")
+    assert _inputs(server) == Counter(range(50))
