@@ -126,6 +126,7 @@ def write_section(name: str, body: str, path: str = RESULTS) -> None:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".RESULTS.", suffix=".md")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; the results are for everyone to read
     os.replace(tmp, path)
 
 
