@@ -297,3 +297,71 @@ def test_kill_9_mid_ingest_loses_no_acknowledged_span(tmp_path: Path) -> None:
         assert sorted(rows) == sorted({i for ids in batches for i in ids})
     finally:
         assert restarted.stop() == 0
+
+
+# Read at import: the autouse fixture clears BITFAB_* variables before each test runs.
+_KILLS = int(os.environ.get("BITFAB_TEST_KILLS", "8"))
+
+
+def test_repeated_kill_9_during_a_load_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    """B12 under load: the server is killed with SIGKILL at random moments, again and again
+    (BITFAB_TEST_KILLS times, 8 by default; 50 for the full run), while 3 clients keep
+    ingesting and retry every batch until it is acknowledged, as the SDK does. In the end every
+    acknowledged span is stored exactly once and the file is sound."""
+    kills = _KILLS
+    db = tmp_path / "killed-often.db"
+    rng = random.Random(12)
+    current = {"url": ""}
+    stop = threading.Event()
+    acked: list[str] = []
+    sent: list[str] = []
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        with httpx.Client(timeout=2) as http:
+            for b in itertools.count():
+                if stop.is_set():
+                    return
+                ids = [f"c{n}-b{b}-s{i}" for i in range(20)]
+                with lock:
+                    sent.extend(ids)
+                spans = [span_record(i, f"t-{i}") for i in ids]
+                while True:  # retried until acknowledged, like the SDK's exporter
+                    try:
+                        answer = http.post(
+                            f"{current['url']}/api/bitfab/v1/ingest", json={"spans": spans}
+                        )
+                    except httpx.HTTPError:
+                        answer = None
+                    if answer is not None and answer.status_code == 200:
+                        with lock:
+                            acked.extend(ids)
+                        break
+                    if stop.is_set():
+                        return
+                    time.sleep(0.02)
+
+    server = Server(db, "--no-auth")
+    current["url"] = server.url
+    clients = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(3)]
+    for thread in clients:
+        thread.start()
+    try:
+        for _ in range(kills):
+            time.sleep(rng.uniform(0.05, 0.4))
+            assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+            server = Server(db, "--no-auth")
+            current["url"] = server.url
+        time.sleep(0.5)  # let every batch in flight be retried against the last server
+        stop.set()
+        for thread in clients:
+            thread.join(10)
+    finally:
+        stop.set()
+        assert server.stop() == 0
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        rows = [row[0] for row in conn.execute("SELECT id FROM spans")]
+    assert len(acked) >= 20 * kills // 2, "too little traffic reached the server to mean much"
+    assert len(rows) == len(set(rows))
+    assert set(acked) <= set(rows) <= set(sent)
