@@ -374,10 +374,14 @@ class BatchExporter:
 
     def stats(self) -> ExportStats:
         with self._lock:
+            # Appends don't take the lock: read the queue's length once, so that the snapshot
+            # balances (emitted == exported + dropped + queued + in_flight) even while spans
+            # keep arriving.
+            queued = len(self._queue)
             return ExportStats(
-                emitted=self._taken + len(self._queue) + self._refused,
+                emitted=self._taken + queued + self._refused,
                 exported=self._exported,
-                queued=len(self._queue),
+                queued=queued,
                 in_flight=self._in_flight,
                 dropped=dict(self._dropped),
             )

@@ -26,7 +26,7 @@ class Level(enum.IntEnum):
     INFO = 20
 
 
-class Color(enum.StrEnum):
+class Color(str, enum.Enum):  # enum.StrEnum needs Python 3.11
     RED = "red"
     BLUE = "blue"
 

@@ -14,6 +14,9 @@ from typing import Any
 
 from bitfab.export.exporter import ExportStats
 
+# Python 3.12+ warns on fork() in a process with threads; the children here fork on purpose.
+QUIET_FORK = ("-W", "ignore:This process:DeprecationWarning")
+
 
 def assert_accounted(stats: ExportStats) -> None:
     """Every emitted span is exported, dropped for a reason, still queued or in flight."""
@@ -37,7 +40,7 @@ def run_python(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -c code args...`` to the end with captured text output."""
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
+        [sys.executable, *QUIET_FORK, "-c", textwrap.dedent(code), *args],
         capture_output=True,
         text=True,
         cwd=cwd,

@@ -14,7 +14,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from export_helpers import count_by_first_input, last_json_line, run_python, stored_spans
+from export_helpers import (
+    QUIET_FORK,
+    count_by_first_input,
+    last_json_line,
+    run_python,
+    stored_spans,
+)
 
 from bitfab.store import open_store
 
@@ -178,7 +184,7 @@ def test_sigterm_handler_calling_sys_exit_stores_everything(tmp_path: Path) -> N
         """
     )
     with subprocess.Popen(
-        [sys.executable, "-c", code, str(db)],
+        [sys.executable, *QUIET_FORK, "-c", code, str(db)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -362,7 +368,7 @@ def test_spawn_workers_record_and_flush(tmp_path: Path) -> None:
     script = tmp_path / "spawn_app.py"
     script.write_text(SPAWN_SCRIPT)
     child = subprocess.run(
-        [sys.executable, str(script)],
+        [sys.executable, *QUIET_FORK, str(script)],
         capture_output=True,
         text=True,
         cwd=tmp_path,

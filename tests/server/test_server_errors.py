@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import json
 import logging
+import re
 import time
 import tracemalloc
 import zlib
@@ -49,7 +50,8 @@ def test_malformed_json_is_400_and_stores_nothing(
 def test_the_json_error_names_the_position(api: Api) -> None:
     """E1: the detail says where the JSON broke."""
     answer = api.post(INGEST, content=b'{"spans": [1,]}', headers=JSON)
-    assert "line 1 column 14" in answer.json()["detail"]
+    # The column differs between Python versions (3.13 points at the comma, not after it).
+    assert re.search(r"line 1 column 1[34]\b", answer.json()["detail"])
 
 
 @pytest.mark.parametrize(
