@@ -6,6 +6,7 @@ Each script owns one section of ``benchmarks/RESULTS.md`` between ``<!-- NAME:st
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
@@ -96,6 +97,21 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], align: str | No
         + "|"
     )
     return "\n".join([line(headers), sep, *(line(row) for row in rows)])
+
+
+def arguments(doc: str | None, quick_help: str) -> argparse.ArgumentParser:
+    """The options every benchmark script takes: --quick, --no-write, --results."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument(
+        "--no-write", action="store_true", help="print only; leave RESULTS.md as it is"
+    )
+    parser.add_argument(
+        "--results",
+        help="the Markdown file to write the section into (default: benchmarks/RESULTS.md; "
+        "with --quick, a file in the temp dir, so a smoke run never replaces real figures)",
+    )
+    return parser
 
 
 def results_path(given: str | None, quick: bool) -> str:

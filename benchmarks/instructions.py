@@ -9,7 +9,6 @@ Run: python benchmarks/instructions.py [--calls N] [--no-write]   (needs valgrin
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -19,7 +18,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import command_line, machine, results_path, table, write_section
+from common import arguments, command_line, machine, results_path, table, write_section
 
 CHILD = r"""
 import json, os, sys, tempfile
@@ -99,11 +98,8 @@ def per_call(mode: str, calls: int, size: str = "small") -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = arguments(__doc__, "300 calls, scratch results file")
     parser.add_argument("--calls", type=int, default=3000)
-    parser.add_argument("--quick", action="store_true", help="300 calls, scratch results file")
-    parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--results", default=None)
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         print("instructions: valgrind is not installed (apt-get install valgrind); skipped")

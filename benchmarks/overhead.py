@@ -23,7 +23,6 @@ bitfab's per-span time goes (caller side and worker side measured piece by piece
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
 import gc
@@ -46,6 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import wrapt
 from common import (
+    arguments,
     command_line,
     fmt_ns,
     machine,
@@ -619,16 +619,7 @@ EXPORTING = {"OTel span", "OTel span + JSON attrs", "bitfab traced"}
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: a few seconds")
-    parser.add_argument(
-        "--no-write", action="store_true", help="print only; leave RESULTS.md as it is"
-    )
-    parser.add_argument(
-        "--results",
-        help="the Markdown file to write the section into (default: benchmarks/RESULTS.md; "
-        "with --quick, a file in the temp dir, so a smoke run never replaces real figures)",
-    )
+    parser = arguments(__doc__, "smoke run: a few seconds")
     opts = parser.parse_args()
     quick = opts.quick
     rounds = 4 if quick else 60

@@ -20,7 +20,6 @@ timers in this process only), and cProfile's top entries when a target is missed
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import cProfile
 import io
@@ -36,6 +35,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import (
+    arguments,
     command_line,
     machine,
     median,
@@ -191,17 +191,8 @@ def profile_text(run: Callable[[], Any], top: int = 18) -> str:
 
 def main() -> int:
     global SLEEP
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: a few seconds")
+    parser = arguments(__doc__, "smoke run: a few seconds")
     parser.add_argument("--profile", action="store_true", help="always include cProfile output")
-    parser.add_argument(
-        "--no-write", action="store_true", help="print only; leave RESULTS.md as it is"
-    )
-    parser.add_argument(
-        "--results",
-        help="the Markdown file to write the section into (default: benchmarks/RESULTS.md; "
-        "with --quick, a file in the temp dir, so a smoke run never replaces real figures)",
-    )
     opts = parser.parse_args()
     quick = opts.quick
     n_cheap = 50 if quick else 200

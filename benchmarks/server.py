@@ -53,7 +53,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import httpx
 import orjson
-from common import command_line, machine, median, results_path, table, verdict, write_section
+from common import (
+    arguments,
+    command_line,
+    machine,
+    median,
+    results_path,
+    table,
+    verdict,
+    write_section,
+)
 
 import bitfab
 from bitfab.client import _ids
@@ -607,17 +616,8 @@ def _percent(fraction: float | None) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: about 15 s")
+    parser = arguments(__doc__, "smoke run: about 15 s")
     parser.add_argument("--profile", action="store_true", help="always include cProfile output")
-    parser.add_argument(
-        "--no-write", action="store_true", help="print only; leave RESULTS.md as it is"
-    )
-    parser.add_argument(
-        "--results",
-        help="the Markdown file to write the section into (default: benchmarks/RESULTS.md; "
-        "with --quick, a scratch file in the temp dir)",
-    )
     parser.add_argument("--ingest-client", help=argparse.SUPPRESS)
     parser.add_argument("--sdk-client", help=argparse.SUPPRESS)
     opts = parser.parse_args()
