@@ -25,7 +25,6 @@ __all__ = [
     "attach",
     "detach",
     "get_current",
-    "has_bitfab_context",
     "otel_ids",
     "replay_context",
     "set_value",
@@ -75,17 +74,6 @@ else:  # pragma: no cover - a custom OTEL_PYTHON_CONTEXT
     detach_same_context = otel_context.detach
 
 
-_Context = otel_context.Context
-_set_item = dict.__setitem__
-
-
-def with_value(ctx: otel_context.Context, key: str, value: object) -> otel_context.Context:
-    """``set_value`` with one copy instead of two: a new Context that nobody has seen yet."""
-    new = _Context(ctx)
-    _set_item(new, key, value)
-    return new
-
-
 def active_span() -> Span | None:
     """The bitfab span of the current context, if any."""
     span = get_current().get(SPAN_KEY)
@@ -99,12 +87,6 @@ def replay_context() -> Any:
     if isinstance(span, Span) and span.replay is not None:
         return span.replay
     return ctx.get(REPLAY_KEY)
-
-
-def has_bitfab_context() -> bool:
-    """True inside a bitfab span or a replay: work started here should carry the context along."""
-    ctx = get_current()
-    return ctx.get(SPAN_KEY) is not None or ctx.get(REPLAY_KEY) is not None
 
 
 def otel_ids(ctx: otel_context.Context) -> tuple[str, str] | None:
