@@ -8,9 +8,10 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
-from bitfab.store import Store, open_store
+from bitfab.config import display_url
+from bitfab.store import FunctionStats, Store, TestRun, TraceSummary, open_store
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -32,8 +33,9 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
         "--db",
         default=None,
         metavar="PATH",
-        help="the store: a SQLite path or sqlite:///path URL (default: $BITFAB_DB or"
-        " .bitfab/bitfab.db)",
+        help="the store: a SQLite path, sqlite:///path or postgresql:// URL (default: $BITFAB_DB"
+        " or .bitfab/bitfab.db; the read commands ask the server at $BITFAB_URL when it is set"
+        " and --db is not given)",
     )
 
 
@@ -86,17 +88,53 @@ def _positive(text: str) -> int:
     return value
 
 
-def _read_store(args: argparse.Namespace) -> Store:
-    """The local store to read, or a one-line error when there is none."""
-    if args.db is None and os.environ.get("BITFAB_URL"):
-        raise CliError(
-            "BITFAB_URL is set, but this command reads only a local store for now;"
-            " pass --db PATH (or unset BITFAB_URL)"
-        )
+class Reader(Protocol):
+    """What the read commands use: a local :class:`Store` or a server's read API."""
+
+    def functions(self) -> list[FunctionStats]: ...
+
+    def traces(
+        self, key: str | None = None, *, limit: int = 50, errors_only: bool = False
+    ) -> list[TraceSummary]: ...
+
+    def trace_spans(self, trace_id: str) -> list[dict[str, Any]]: ...
+
+    def get_trace(self, trace_id: str) -> dict[str, Any] | None: ...
+
+    def list_test_runs(self, key: str | None = None, *, limit: int = 50) -> list[TestRun]: ...
+
+    def get_test_run(self, run_id: str) -> TestRun | None: ...
+
+    def close(self) -> None: ...
+
+
+def _server_url(args: argparse.Namespace) -> str | None:
+    """The server the read commands ask: BITFAB_URL, unless --db names a local store."""
+    if getattr(args, "db", None):
+        return None
+    return os.environ.get("BITFAB_URL") or None
+
+
+def _where(args: argparse.Namespace) -> str:
+    """Where the read commands read, for messages."""
+    url = _server_url(args)
+    if url is not None:
+        return f"the server at {display_url(url)}"
+    return str(args.db or _default_db())
+
+
+def _read_store(args: argparse.Namespace) -> Reader:
+    """What to read: the server at BITFAB_URL, else the local store (a one-line error if none)."""
+    if _server_url(args) is not None:
+        from bitfab.cli.server_read import ServerReader
+        from bitfab.config import resolve_config
+
+        return ServerReader(resolve_config())
     db = args.db or _default_db()
     if "://" not in db and not os.path.isfile(db):
         raise CliError(
-            f"no store at {db}; record calls first (try `bitfab demo`) or pass --db PATH"
+            f"no store at {db}; record calls first (try `bitfab demo`), pass --db PATH, or set"
+            " BITFAB_URL to read from a server"
         )
     return open_store(db)
 

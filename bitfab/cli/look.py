@@ -13,12 +13,12 @@ from bitfab.cli._common import (
     _clip,
     _compact,
     _db_flag,
-    _default_db,
     _ms,
     _print_table,
     _read_store,
     _tokens,
     _when,
+    _where,
 )
 from bitfab.cli.replaying import _import_all
 
@@ -36,7 +36,7 @@ def _functions(args: argparse.Namespace) -> int:
     keys = sorted(set(stats) | set(declared))
     if not keys:
         raise CliError(
-            f"no recorded functions in {args.db or _default_db()}; record calls of a"
+            f"no recorded functions in {_where(args)}; record calls of a"
             " @bitfab.trace function first, or name its module with --import"
         )
     rows = [("KEY", "NAME", "CALLS", "ERRORS", "P50", "TOKENS", "LAST SEEN", "DEFINED AT")]

@@ -205,6 +205,18 @@ class RemoteBackend:
     def close(self) -> None:
         self._client.close()
 
+    # -- any other GET of the server's API (the CLI reads /api/v1 with it) -----------------------
+
+    def get_json(
+        self, path: str, params: Mapping[str, str] | None = None, *, missing_ok: bool = False
+    ) -> dict[str, Any] | None:
+        """GET ``path`` with the same checks and retries as the replay calls.
+
+        Returns the answer's JSON object, or None for a 404 when ``missing_ok``. Raises
+        :class:`~bitfab.exceptions.ReplayError` for anything else that isn't a JSON object.
+        """
+        return self._call("GET", path, params=params, missing_ok=missing_ok)
+
     # -- answers ----------------------------------------------------------------------------------
 
     def _absolute(self, path: object) -> str | None:

@@ -2,54 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from cli_helpers import run
 
 from bitfab import Bitfab
 from bitfab.cli import main
-
-
-@pytest.fixture
-def recorded(tmp_path: Path) -> Iterator[tuple[str, Bitfab]]:
-    """A store with 3 calls of `quote` (one failing), each with a nested LLM call; fixed clock."""
-    db = str(tmp_path / "rec.db")
-    ticks = itertools.count()
-    client = Bitfab(
-        db=db,
-        clock=lambda: 1_795_000_000_000_000_000 + next(ticks) * 1_000_000,  # +1 ms per read
-    )
-
-    @client.trace(key="cli.llm", span_type="llm", mock_on_replay=True)
-    def llm(prompt: str) -> dict[str, Any]:
-        return {
-            "model": "m-1",
-            "text": prompt.upper(),
-            "usage": {"input_tokens": 10, "output_tokens": 2},
-        }
-
-    @client.trace(key="cli.quote")
-    def quote(item: str, qty: int) -> dict[str, Any]:
-        if qty < 0:
-            raise ValueError("negative quantity")
-        return {"item": llm(item)["text"], "total": qty * 3}
-
-    quote("apple", 2)
-    quote("pear", 1)
-    with pytest.raises(ValueError):
-        quote("fig", -1)
-    assert client.flush()
-    yield db, client
-    client.shutdown()
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    status = main(list(argv))
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def test_functions_lists_recorded_keys(
@@ -195,7 +154,8 @@ def test_a_missing_store_is_a_one_line_error(
     assert (status, out) == (1, "")
     assert (
         err
-        == f"bitfab: no store at {db}; record calls first (try `bitfab demo`) or pass --db PATH\n"
+        == f"bitfab: no store at {db}; record calls first (try `bitfab demo`), pass --db PATH, or"
+        " set BITFAB_URL to read from a server\n"
     )
     assert not db.exists()
 
@@ -211,19 +171,6 @@ def test_an_empty_store_has_no_functions(
     status, out, err = run(capsys, "functions", "--db", db)
     assert (status, out) == (1, "")
     assert err.startswith(f"bitfab: no recorded functions in {db};") and err.count("\n") == 1
-
-
-def test_bitfab_url_without_db_is_refused(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Reading from a server is not implemented yet: say so instead of reading a local file."""
-    monkeypatch.setenv("BITFAB_URL", "https://bitfab.example.com")
-    status, _, err = run(capsys, "runs")
-    assert status == 1
-    assert err == (
-        "bitfab: BITFAB_URL is set, but this command reads only a local store for now;"
-        " pass --db PATH (or unset BITFAB_URL)\n"
-    )
 
 
 def test_bad_limit_is_an_argparse_error(capsys: pytest.CaptureFixture[str]) -> None:
