@@ -90,9 +90,15 @@ class TypeAllowList:
         ``Optional``, ``Union``, ``list``, ``dict``, ``tuple``, ``set``, ``Annotated`` and
         ``Literal``. Names that cannot be resolved are skipped; this never raises.
         """
+        home = getattr(fn, "__module__", None)
         for cls in classes_in_annotations(fn):
             if kind_of(cls) is not None:
                 self._by_name.setdefault(class_name(cls), cls)
+                if home is not None and cls.__module__ == home and home != "__main__":
+                    # Recorded while its script ran as ``python shop.py`` (module __main__),
+                    # replayed with the script imported as ``shop``: the function's own classes
+                    # are the ones it was called with then. A real __main__ class wins.
+                    self._by_name.setdefault(f"__main__:{cls.__qualname__}", cls)
 
     def union(self, other: TypeAllowList) -> TypeAllowList:
         """A new list with the classes of both (``other`` wins where a name is in both)."""

@@ -182,3 +182,59 @@ def test_a_module_that_fails_to_import(
         bitfab.configure(db=None)
     err = capsys.readouterr().err
     assert err == "bitfab: importing module 'cli_broken' failed: RuntimeError: boom at import\n"
+
+
+SCRIPT = textwrap.dedent(
+    """
+    from dataclasses import dataclass
+
+    import bitfab
+
+    @dataclass
+    class Order:
+        sku: str
+        qty: int
+
+    @bitfab.trace(key="cli.script_quote")
+    def quote(order: Order) -> float:
+        return 12.5 * order.qty
+
+    if __name__ == "__main__":
+        quote(Order("mug", 2))
+        quote(Order("tee", 3))
+    """
+)
+
+
+def test_calls_recorded_by_running_the_script_replay_when_it_is_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python cli_script.py` records Order as __main__:Order; `bitfab replay cli_script:quote`
+    imports the module as cli_script and still rebuilds the arguments (the function's own
+    annotated classes answer to their __main__ name)."""
+    import subprocess
+
+    (tmp_path / "cli_script.py").write_text(SCRIPT)
+    db = tmp_path / "script.db"
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("BITFAB_")}
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "cli_script.py")],
+        env={**env, "BITFAB_DB": str(db)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("cli_script", None)
+    try:
+        status = main(["replay", "cli_script:quote", "--db", str(db), "--json"])
+        out = capsys.readouterr().out
+    finally:
+        sys.modules.pop("cli_script", None)
+        bitfab.default_instance().registry.remove("cli.script_quote")
+        bitfab.configure(db=None)
+    assert status == 0
+    items = json.loads(out)["items"]
+    assert sorted(item["verdict"] for item in items) == ["same", "same"]
+    assert sorted(item["result"] for item in items) == [25.0, 37.5]

@@ -209,3 +209,27 @@ def test_global_types_is_an_allow_list() -> None:
     """GLOBAL_TYPES is the shared allow-list that bitfab.register_type() fills."""
     assert isinstance(GLOBAL_TYPES, TypeAllowList)
     assert GLOBAL_TYPES.lookup("codec_helpers:Ticket") is None
+
+
+def test_a_functions_own_classes_also_answer_to_their_main_name() -> None:
+    """A class defined beside the function is also found as __main__:QualName (the script was
+    run directly when it recorded); classes of other modules are not, and a registered
+    __main__ class keeps its name."""
+
+    def quote(item: Item, customer: Customer) -> None: ...
+
+    types = TypeAllowList()
+    types.allow_annotations(quote)
+    assert types.lookup(f"__main__:{Item.__qualname__}") is Item
+    assert Customer.__module__ != quote.__module__
+    assert types.lookup(f"__main__:{Customer.__qualname__}") is None
+
+    @dataclasses.dataclass
+    class Real:
+        x: int
+
+    Real.__module__ = "__main__"
+    Real.__qualname__ = Item.__qualname__
+    first = TypeAllowList([Real])
+    first.allow_annotations(quote)
+    assert first.lookup(f"__main__:{Item.__qualname__}") is Real
