@@ -229,5 +229,11 @@ def run(directory: str | None = None, *, out: TextIO | None = None) -> str:
     trace_id = changed.original_trace_id if changed else result.items[0].original_trace_id
     say(f"  bitfab show {trace_id} --db {db}")
     say(f"  bitfab replay bitfab.demo:triage --db {db}")
-    say(f"  bitfab serve --db {db} --no-auth      # the UI, when it lands")
+    say()
+    say("Open it in the browser (the web UI):")
+    say(f"  bitfab serve --db {db} --no-auth")
+    if result.test_run_id:
+        say(f"  then http://127.0.0.1:8000/runs/{result.test_run_id}")
+    else:
+        say("  then http://127.0.0.1:8000/")
     return db

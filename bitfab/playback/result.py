@@ -246,7 +246,7 @@ class ReplayResult:
         if len(failing) > _REGRESSIONS_LISTED:
             lines.append(f"  ... and {len(failing) - _REGRESSIONS_LISTED} more")
         if self.test_run_url:
-            lines.append(f"test run: {self.test_run_url}")
+            lines.append(self._run_line())
         raise RegressionError("\n".join(lines), key=self.key)
 
     def to_dict(self, to_jsonable: ToJsonable | None = None) -> dict[str, Any]:
@@ -302,8 +302,18 @@ class ReplayResult:
         if not self.completed:
             lines.append("warning: the test run could not be completed on the backend")
         if self.test_run_url:
-            lines.append(f"test run: {self.test_run_url}")
+            lines.append(self._run_line())
         return "\n".join(lines)
+
+    def _run_line(self) -> str:
+        url = self.test_run_url
+        if url and url.startswith("/") and self.test_run_id:
+            # Embedded store: the page exists once `bitfab serve` serves this store.
+            return (
+                f"test run: {url} (`bitfab run {self.test_run_id}`, or open it in the UI of"
+                " `bitfab serve --no-auth`)"
+            )
+        return f"test run: {url}"
 
     def _title(self) -> str:
         title = f"replay of {self.key!r}"

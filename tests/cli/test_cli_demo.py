@@ -47,7 +47,11 @@ def test_demo_as_a_subprocess(tmp_path: Path) -> None:
     tail = out[out.index("Look at it:") :].splitlines()
     assert tail[1] == f"  bitfab runs --db {db}"
     assert tail[2].startswith("  bitfab run ") and tail[2].endswith(f" --db {db}")
-    assert tail[-1] == f"  bitfab serve --db {db} --no-auth      # the UI, when it lands"
+    assert tail[-3:-1] == [
+        "Open it in the browser (the web UI):",
+        f"  bitfab serve --db {db} --no-auth",
+    ]
+    assert tail[-1].startswith("  then http://127.0.0.1:8000/runs/")
     assert "Traceback" not in out
 
 
