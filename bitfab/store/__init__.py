@@ -5,6 +5,7 @@
     from bitfab.store import open_store
 
     store = open_store(".bitfab/bitfab.db")  # or "sqlite:///.bitfab/bitfab.db"
+    store = open_store("postgresql://bitfab@db.internal/bitfab", schema="bitfab")
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from bitfab.exceptions import StoreError
 from bitfab.store.base import (
     MAX_LIMIT,
     FunctionStats,
+    PruneResult,
     Rejection,
     Store,
     StoreBusyError,
@@ -32,6 +34,7 @@ from bitfab.store.sqlite import SQLiteStore
 __all__ = [
     "MAX_LIMIT",
     "FunctionStats",
+    "PruneResult",
     "Rejection",
     "SQLiteStore",
     "Store",
@@ -53,11 +56,14 @@ def open_store(url_or_path: str | os.PathLike[str], **options: Any) -> Store:
     """Open the store at a file path or URL.
 
     ``sqlite:///relative/path.db`` and ``sqlite:////absolute/path.db`` name a SQLite file, as
-    does a plain path. ``options`` go to the backend (``busy_timeout=`` for SQLite).
+    does a plain path. ``postgresql://`` (or ``postgres://``) URLs open
+    :class:`~bitfab.store.postgres.PostgresStore`, which needs ``pip install
+    'bitfab[postgres]'``. ``options`` go to the backend: ``busy_timeout=`` for both;
+    ``schema=``, ``min_size=``, ``max_size=`` and ``connect_timeout=`` for PostgreSQL.
 
     Raises:
-        StoreError: for a scheme this bitfab has no backend for (PostgreSQL is not available
-            yet), or when the store cannot be opened.
+        StoreError: for a scheme this bitfab has no backend for, a missing driver, or when
+            the store cannot be opened.
     """
     text = os.fspath(url_or_path)
     match = _SCHEME.match(text)
@@ -69,9 +75,14 @@ def open_store(url_or_path: str | os.PathLike[str], **options: Any) -> Store:
         if not rest.startswith("/"):
             raise StoreError(f"a SQLite URL has no host: sqlite:///<path>, not {text!r}")
         return SQLiteStore(rest[1:], **options)
-    if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
-        raise StoreError(
-            "the PostgreSQL store is not available yet in this bitfab; use a SQLite path"
-            " (for example sqlite:///.bitfab/bitfab.db)"
-        )
-    raise StoreError(f"no store for {scheme}:// URLs; use a SQLite path or sqlite:/// URL")
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from bitfab.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise StoreError(
+                f"the PostgreSQL store needs psycopg 3 ({exc}); pip install 'bitfab[postgres]'"
+            ) from None
+        return PostgresStore(text, **options)
+    raise StoreError(
+        f"no store for {scheme}:// URLs; use a SQLite path, a sqlite:/// URL or a postgresql:// URL"
+    )

@@ -35,6 +35,7 @@ __all__ = [
     "TEST_RUN_STATUSES",
     "ApiKey",
     "FunctionStats",
+    "PruneResult",
     "Rejection",
     "Store",
     "StoreBusyError",
@@ -180,6 +181,26 @@ class TraceSummary:
     output_tokens: int
     cached_tokens: int
     total_tokens: int
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What one :meth:`Store.prune` deleted and kept."""
+
+    traces: int = 0
+    """Traces deleted whole: their spans and their completion record."""
+    spans: int = 0
+    """Span records deleted (all of them spans of the deleted traces)."""
+    trace_records: int = 0
+    """Dropped-trace markers and completion records without any span that were deleted."""
+    test_runs: int = 0
+    """Test runs deleted with their items (only with ``include_test_runs=True``)."""
+    kept_for_test_runs: int = 0
+    """Old traces left in place because a test run references them."""
+    batches: int = 0
+    """Transactions that deleted or examined something; each holds at most ``batch_size``."""
+    finished: bool = True
+    """Nothing prunable is left; False when ``max_batches`` stopped the pruning first."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -370,6 +391,43 @@ class Store(Protocol):
 
     def count_spans(self) -> int:
         """How many span records are stored."""
+        ...
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def prune(
+        self,
+        older_than_us: int,
+        *,
+        key: str | None = None,
+        batch_size: int = 500,
+        include_test_runs: bool = False,
+        max_batches: int | None = None,
+    ) -> PruneResult:
+        """Delete what was recorded before a cutoff, a bounded batch per transaction.
+
+        A trace goes whole (its spans and its completion record) when one of its root spans
+        started strictly before ``older_than_us`` (microseconds since the epoch) and, if ``key``
+        is given, that root is of ``key``. Traces whose roots have no known start are kept.
+        Dropped-trace markers and completion records that have no span, stored before the
+        cutoff (by their ``externalTrace.started_at``, else the time they were written) and of
+        ``key`` if given, go too.
+
+        A trace that a test run references is kept and counted in ``kept_for_test_runs``: one
+        named by an item of a run (as the original or the replay), or a replay trace recorded
+        under the id of a stored run. With ``include_test_runs=True`` the test runs created
+        before the cutoff (of ``key`` if given) are deleted first, with their items, so the
+        traces only they referenced are deleted too.
+
+        Each transaction deletes at most ``batch_size`` traces (or test runs, or trace
+        records) and commits before the next starts, so writers wait at most one batch.
+        ``max_batches`` caps the transactions of this call; ``finished`` is False when it
+        stopped the work early, and calling again carries on. Pruning twice with one cutoff
+        deletes nothing the second time.
+
+        Raises:
+            ValueError: ``batch_size`` or ``max_batches`` below 1.
+        """
         ...
 
     # -- API keys of the server (see bitfab.store.keys) ------------------------------------

@@ -136,6 +136,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        3,
+        "retention",
+        (
+            # When a trace record counts as stored, for prune: its externalTrace's start (else
+            # its end, else the time it was written). Rows written before this migration get
+            # theirs from the same columns, to the precision julianday() has (a few us).
+            "ALTER TABLE traces ADD COLUMN start_us INTEGER",
+            """
+            UPDATE traces SET start_us = CAST(
+                (COALESCE(julianday(started_at), julianday(ended_at), julianday('now'))
+                 - 2440587.5) * 86400000000 AS INTEGER)
+            """,
+            # Prune walks trace records oldest first, and asks whether a test run item names
+            # a trace (as its original or its replay).
+            "CREATE INDEX traces_by_time ON traces (start_us, id)",
+            "CREATE INDEX test_run_items_by_original ON test_run_items (original_trace_id)"
+            " WHERE original_trace_id IS NOT NULL",
+            "CREATE INDEX test_run_items_by_replay ON test_run_items (replay_trace_id)"
+            " WHERE replay_trace_id IS NOT NULL",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -19,15 +19,14 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from bitfab.exceptions import StoreError
 from bitfab.store import sqlite_sql as sql
 from bitfab.store.base import (
-    TEST_RUN_STATUSES,
     ApiKey,
     FunctionStats,
-    Rejection,
+    PruneResult,
     Store,
     StoreBusyError,
     StoreFullError,
@@ -41,16 +40,25 @@ from bitfab.store.base import (
 )
 from bitfab.store.migrations import migrate
 from bitfab.store.records import (
-    RecordError,
-    SpanRow,
-    TraceRow,
-    dump_json,
-    iso_to_us,
     like_pattern,
     query_text,
-    span_row,
-    trace_row,
     utc_now_iso,
+)
+from bitfab.store.retention import Batch, PrunePlan, run_prune
+from bitfab.store.rows import (
+    NO_TOTALS,
+    TraceTotals,
+    api_key_row,
+    check_status,
+    item_from_row,
+    item_rows,
+    json_field,
+    key_from_row,
+    parse,
+    run_from_row,
+    run_row,
+    split_batch,
+    trace_start_us,
 )
 
 __all__ = ["SQLiteStore"]
@@ -144,28 +152,18 @@ class SQLiteStore(Store):
     def write(
         self, spans: Sequence[Mapping[str, Any]], traces: Sequence[Mapping[str, Any]] = ()
     ) -> WriteResult:
-        rejected: list[Rejection] = []
-        span_rows: list[SpanRow] = []
-        for index, record in enumerate(spans):
-            try:
-                span_rows.append(span_row(record))
-            except RecordError as exc:
-                rejected.append(Rejection("span", index, _record_id(record), str(exc)))
-        drops: list[TraceRow] = []
-        completions: list[TraceRow] = []
-        for index, record in enumerate(traces):
-            try:
-                row = trace_row(record)
-            except RecordError as exc:
-                rejected.append(Rejection("trace", index, _record_id(record), str(exc)))
-                continue
-            (drops if row.dropped else completions).append(row)
+        incoming = split_batch(spans, traces)
+        span_rows = [row for row, _ in incoming.spans]
+        drops, completions, rejected = incoming.drops, incoming.completions, incoming.rejected
         if not (span_rows or drops or completions):
             return WriteResult(rejected=tuple(rejected))
 
+        now_us = _now_us()
         with self._writing() as conn:
             if drops:
-                conn.executemany(sql.DROP_TRACE, drops)
+                conn.executemany(
+                    sql.DROP_TRACE, [(*row, trace_start_us(row, now_us)) for row in drops]
+                )
                 conn.executemany(sql.DELETE_TRACE_SPANS, [(row.id,) for row in drops])
             kept = span_rows
             if span_rows:
@@ -175,7 +173,11 @@ class SQLiteStore(Store):
                     kept = [row for row in span_rows if row.trace_id not in dropped]
             spans_inserted = conn.executemany(sql.INSERT_SPAN, kept).rowcount if kept else 0
             traces_inserted = (
-                conn.executemany(sql.INSERT_TRACE, completions).rowcount if completions else 0
+                conn.executemany(
+                    sql.INSERT_TRACE, [(*row, trace_start_us(row, now_us)) for row in completions]
+                ).rowcount
+                if completions
+                else 0
             )
         return WriteResult(
             spans_inserted=spans_inserted,
@@ -192,22 +194,22 @@ class SQLiteStore(Store):
     def get_span(self, span_id: str) -> dict[str, Any] | None:
         with self._reading() as conn:
             row = conn.execute(sql.GET_SPAN, (query_text(span_id),)).fetchone()
-        return None if row is None else _parse(row[0])
+        return None if row is None else parse(row[0])
 
     def trace_spans(self, trace_id: str) -> list[dict[str, Any]]:
         with self._reading() as conn:
             rows = conn.execute(sql.TRACE_SPANS, (query_text(trace_id),)).fetchall()
-        return [_parse(record) for (record,) in rows]
+        return [parse(record) for (record,) in rows]
 
     def subtree(self, span_id: str) -> list[dict[str, Any]]:
         with self._reading() as conn:
             rows = conn.execute(sql.SUBTREE, (query_text(span_id),)).fetchall()
-        return [_parse(record) for (record,) in rows]
+        return [parse(record) for (record,) in rows]
 
     def get_trace(self, trace_id: str) -> dict[str, Any] | None:
         with self._reading() as conn:
             row = conn.execute(sql.GET_TRACE, (query_text(trace_id),)).fetchone()
-        return None if row is None else _parse(row[0])
+        return None if row is None else parse(row[0])
 
     def trace_status(self, trace_ids_to_expected: Mapping[str, int]) -> list[str]:
         if not trace_ids_to_expected:
@@ -226,7 +228,7 @@ class SQLiteStore(Store):
         limit = check_limit(limit)
         with self._reading() as conn:
             rows = conn.execute(sql.NEWEST_ROOTS, (query_text(key), limit)).fetchall()
-        return [_parse(record) for (record,) in rows]
+        return [parse(record) for (record,) in rows]
 
     def roots_of_traces(self, trace_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         roots: dict[str, dict[str, Any] | None] = dict.fromkeys(trace_ids)
@@ -236,7 +238,7 @@ class SQLiteStore(Store):
             rows = conn.execute(sql.ROOTS_OF_TRACES, (_id_list(roots),)).fetchall()
         for trace_id, record in rows:
             if roots.get(trace_id) is None:
-                roots[trace_id] = _parse(record)
+                roots[trace_id] = parse(record)
         return roots
 
     def functions(self) -> list[FunctionStats]:
@@ -298,7 +300,7 @@ class SQLiteStore(Store):
             totals = _trace_totals(conn, [row[0] for row in rows])
         summaries = []
         for trace_id, span_id, key_, name, started_at, start_us, duration, error, run, done in rows:
-            trace_totals = totals.get(trace_id, _NO_TOTALS)
+            trace_totals = totals.get(trace_id, NO_TOTALS)
             summaries.append(
                 TraceSummary(
                     trace_id=trace_id,
@@ -334,7 +336,7 @@ class SQLiteStore(Store):
             totals = _trace_totals(conn, asked)
         result = {}
         for trace_id in asked:
-            trace_totals = totals.get(trace_id, _NO_TOTALS)
+            trace_totals = totals.get(trace_id, NO_TOTALS)
             result[trace_id] = {
                 "input": trace_totals.input_tokens,
                 "output": trace_totals.output_tokens,
@@ -351,25 +353,12 @@ class SQLiteStore(Store):
     # -- test runs ---------------------------------------------------------------------------
 
     def create_test_run(self, run: TestRun) -> None:
-        _check_status(run.status)
-        run_row = (
-            run.id,
-            run.key,
-            run.name,
-            run.status,
-            run.created_at,
-            iso_to_us(run.created_at),
-            run.completed_at,
-            _json_field(run.options, "options"),
-            run.code_version,
-            None if run.summary is None else _json_field(run.summary, "summary"),
-            _json_field(run.extra, "extra"),
-        )
-        item_rows = _item_rows(run.id, run.items)
+        row = run_row(run)
+        items = item_rows(run.id, run.items)
         with self._writing() as conn:
-            if conn.execute(sql.INSERT_RUN, run_row).rowcount == 0:
+            if conn.execute(sql.INSERT_RUN, row).rowcount == 0:
                 raise StoreError(f"a test run with id {run.id!r} already exists")
-            conn.executemany(sql.INSERT_ITEM, item_rows)
+            conn.executemany(sql.INSERT_ITEM, items)
 
     def complete_test_run(
         self,
@@ -380,18 +369,18 @@ class SQLiteStore(Store):
         status: str = "completed",
         completed_at: str | None = None,
     ) -> None:
-        _check_status(status)
-        summary_text = _json_field(summary, "summary")
-        item_rows = _item_rows(run_id, items)
+        check_status(status)
+        summary_text = json_field(summary, "summary")
+        rows = item_rows(run_id, items)
         when = completed_at or utc_now_iso()
         with self._writing() as conn:
             if conn.execute(sql.COMPLETE_RUN, (status, summary_text, when, run_id)).rowcount == 0:
                 raise UnknownTestRunError(run_id)
             conn.execute(sql.DELETE_ITEMS, (run_id,))
-            conn.executemany(sql.INSERT_ITEM, item_rows)
+            conn.executemany(sql.INSERT_ITEM, rows)
 
     def set_test_run_status(self, run_id: str, status: str) -> None:
-        _check_status(status)
+        check_status(status)
         with self._writing() as conn:
             if conn.execute(sql.SET_RUN_STATUS, (status, run_id)).rowcount == 0:
                 raise UnknownTestRunError(run_id)
@@ -402,26 +391,71 @@ class SQLiteStore(Store):
             if row is None:
                 return None
             items = conn.execute(sql.GET_ITEMS, (row[0],)).fetchall()
-        return _test_run(row, tuple(_test_run_item(item) for item in items))
+        return run_from_row(row, tuple(item_from_row(item) for item in items))
 
     def list_test_runs(self, key: str | None = None, *, limit: int = 50) -> list[TestRun]:
         params = {"key": None if key is None else query_text(key), "limit": check_limit(limit)}
         with self._reading() as conn:
             rows = conn.execute(sql.LIST_RUNS, params).fetchall()
-        return [_test_run(row, ()) for row in rows]
+        return [run_from_row(row, ()) for row in rows]
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def prune(
+        self,
+        older_than_us: int,
+        *,
+        key: str | None = None,
+        batch_size: int = 500,
+        include_test_runs: bool = False,
+        max_batches: int | None = None,
+    ) -> PruneResult:
+        plan = PrunePlan(older_than_us, key, batch_size, include_test_runs, max_batches)
+        params: dict[str, Any] = {
+            "cutoff": plan.older_than_us,
+            "key": None if key is None else query_text(key),
+            "n": plan.batch_size,
+        }
+
+        def runs(after: tuple[int, str]) -> Batch:
+            statement = sql.PRUNE_RUNS if key is None else sql.PRUNE_RUNS_OF_KEY
+            with self._writing() as conn:
+                deleted = conn.execute(statement, params).rowcount
+            return Batch(deleted, test_runs=deleted)
+
+        def traces(after: tuple[int, str]) -> Batch:
+            statement = sql.PRUNE_ROOTS if key is None else sql.PRUNE_ROOTS_OF_KEY
+            keyset = {**params, "after_us": after[0], "after_id": after[1]}
+            spans = 0
+            with self._writing() as conn:
+                rows = conn.execute(statement, keyset).fetchall()
+                doomed = list(dict.fromkeys(trace_id for _, _, trace_id, kept in rows if not kept))
+                if doomed:
+                    ids = json.dumps(doomed)
+                    spans = conn.execute(sql.DELETE_SPANS_OF_TRACES, (ids,)).rowcount
+                    conn.execute(sql.DELETE_TRACES, (ids,))
+            kept = {trace_id for _, _, trace_id, kept in rows if kept}
+            last = rows[-1] if rows else (0, "")
+            return Batch(
+                len(rows), (last[0], last[1]), traces=len(doomed), spans=spans, kept=len(kept)
+            )
+
+        def records(after: tuple[int, str]) -> Batch:
+            keyset = {**params, "after_us": after[0], "after_id": after[1]}
+            with self._writing() as conn:
+                rows = conn.execute(sql.PRUNE_TRACE_RECORDS, keyset).fetchall()
+                doomed = [trace_id for _, trace_id, deletable in rows if deletable]
+                if doomed:
+                    conn.execute(sql.DELETE_TRACES, (json.dumps(doomed),))
+            last = rows[-1] if rows else (0, "")
+            return Batch(len(rows), (last[0], last[1]), trace_records=len(doomed))
+
+        return run_prune(plan, runs=runs, traces=traces, records=records)
 
     # -- API keys ----------------------------------------------------------------------------
 
     def create_api_key(self, key: ApiKey) -> None:
-        row = (
-            key.id,
-            key.name,
-            key.scope,
-            key.key_hash,
-            key.created_at,
-            key.revoked_at,
-            key.last_used_at,
-        )
+        row = api_key_row(key)
         with self._writing() as conn:
             if conn.execute(sql.INSERT_KEY, row).rowcount == 0:
                 raise StoreError(f"an API key with id {key.id!r} or the same secret already exists")
@@ -429,18 +463,18 @@ class SQLiteStore(Store):
     def api_keys(self) -> list[ApiKey]:
         with self._reading() as conn:
             rows = conn.execute(sql.LIST_KEYS).fetchall()
-        return [_api_key(row) for row in rows]
+        return [key_from_row(row) for row in rows]
 
     def find_api_key(self, key_hash: str) -> ApiKey | None:
         with self._reading() as conn:
             row = conn.execute(sql.FIND_KEY, (query_text(key_hash),)).fetchone()
-        return None if row is None else _api_key(row)
+        return None if row is None else key_from_row(row)
 
     def revoke_api_key(self, key_id: str, *, revoked_at: str | None = None) -> ApiKey | None:
         with self._writing() as conn:
             conn.execute(sql.REVOKE_KEY, (revoked_at or utc_now_iso(), query_text(key_id)))
             row = conn.execute(sql.GET_KEY, (query_text(key_id),)).fetchone()
-        return None if row is None else _api_key(row)
+        return None if row is None else key_from_row(row)
 
     def touch_api_key(self, key_id: str, *, used_at: str | None = None) -> None:
         with self._writing() as conn:
@@ -621,112 +655,16 @@ def _rollback(conn: sqlite3.Connection) -> None:
         conn.rollback()
 
 
-def _parse(record: str) -> dict[str, Any]:
-    value: dict[str, Any] = json.loads(record)
-    return value
-
-
 def _id_list(ids: Mapping[str, object] | Sequence[str]) -> str:
     return json.dumps([query_text(i) for i in ids if isinstance(i, str)])
 
 
-def _record_id(record: object) -> str | None:
-    if isinstance(record, Mapping):
-        value = record.get("id")
-        if isinstance(value, str):
-            return value
-    return None
-
-
-class _TraceTotals(NamedTuple):
-    span_count: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
-    model: str | None = None
-    """The model of the trace's first LLM call."""
-
-
-_NO_TOTALS = _TraceTotals()
-
-
-def _trace_totals(conn: sqlite3.Connection, trace_ids: Sequence[str]) -> dict[str, _TraceTotals]:
+def _trace_totals(conn: sqlite3.Connection, trace_ids: Sequence[str]) -> dict[str, TraceTotals]:
     if not trace_ids:
         return {}
     rows = conn.execute(sql.TRACE_TOTALS, (_id_list(trace_ids),)).fetchall()
-    return {row[0]: _TraceTotals._make(row[1:]) for row in rows}
+    return {row[0]: TraceTotals._make(row[1:]) for row in rows}
 
 
-def _check_status(status: str) -> None:
-    if status not in TEST_RUN_STATUSES:
-        raise ValueError(f"test run status must be one of {sorted(TEST_RUN_STATUSES)}: {status!r}")
-
-
-def _json_field(value: Mapping[str, Any], what: str) -> str:
-    try:
-        return dump_json(dict(value))
-    except RecordError as exc:
-        raise ValueError(f"test run {what}: {exc}") from None
-
-
-def _item_rows(run_id: str, items: Sequence[TestRunItem]) -> list[tuple[Any, ...]]:
-    seen: set[int] = set()
-    rows = []
-    for item in items:
-        if item.idx in seen:
-            raise ValueError(f"two items of test run {run_id!r} have idx {item.idx}")
-        seen.add(item.idx)
-        rows.append(
-            (
-                run_id,
-                item.idx,
-                item.original_trace_id,
-                item.original_span_id,
-                item.replay_trace_id,
-                item.verdict,
-                _json_field(item.item, f"item {item.idx}"),
-            )
-        )
-    return rows
-
-
-def _test_run(row: Sequence[Any], items: tuple[TestRunItem, ...]) -> TestRun:
-    run_id, key, name, status, created_at, completed_at, options, code_version, summary, extra = row
-    return TestRun(
-        id=run_id,
-        key=key,
-        name=name,
-        status=status,
-        created_at=created_at,
-        completed_at=completed_at,
-        options=json.loads(options),
-        code_version=code_version,
-        summary=None if summary is None else json.loads(summary),
-        extra=json.loads(extra),
-        items=items,
-    )
-
-
-def _test_run_item(row: Sequence[Any]) -> TestRunItem:
-    idx, original_trace_id, original_span_id, replay_trace_id, verdict, item = row
-    return TestRunItem(
-        idx=idx,
-        original_trace_id=original_trace_id,
-        original_span_id=original_span_id,
-        replay_trace_id=replay_trace_id,
-        verdict=verdict,
-        item=json.loads(item),
-    )
-
-
-def _api_key(row: Sequence[Any]) -> ApiKey:
-    key_id, name, scope, key_hash, created_at, revoked_at, last_used_at = row
-    return ApiKey(
-        id=key_id,
-        name=name,
-        scope=scope,
-        key_hash=key_hash,
-        created_at=created_at,
-        revoked_at=revoked_at,
-        last_used_at=last_used_at,
-    )
+def _now_us() -> int:
+    return time.time_ns() // 1000

@@ -16,15 +16,15 @@ INSERT_SPAN = """
 INSERT_TRACE = """
     INSERT INTO traces (
         id, key, completed, expected_span_count, test_run_id, input_source_trace_id,
-        started_at, ended_at, dropped, record
-    ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        started_at, ended_at, dropped, record, start_us
+    ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (id) DO NOTHING
 """
 DROP_TRACE = """
     INSERT INTO traces (
         id, key, completed, expected_span_count, test_run_id, input_source_trace_id,
-        started_at, ended_at, dropped, record
-    ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        started_at, ended_at, dropped, record, start_us
+    ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (id) DO UPDATE SET dropped = 1, record = excluded.record
     WHERE traces.dropped = 0
 """
@@ -192,3 +192,61 @@ GET_KEY = """
 """
 REVOKE_KEY = "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?"
 TOUCH_KEY = "UPDATE api_keys SET last_used_at = ? WHERE id = ?"
+
+# -- retention (bitfab.store.retention): each batch walks by keyset, oldest first ------------
+
+PRUNE_RUNS = """
+    DELETE FROM test_runs WHERE id IN (
+        SELECT id FROM test_runs WHERE created_us < :cutoff ORDER BY created_us, id LIMIT :n
+    )
+"""
+PRUNE_RUNS_OF_KEY = """
+    DELETE FROM test_runs WHERE id IN (
+        SELECT id FROM test_runs WHERE key = :key AND created_us < :cutoff
+        ORDER BY created_us, id LIMIT :n
+    )
+"""
+# A trace is kept when a run's item names it, or it was recorded under a stored run's id (by
+# its root span or its completion record). Two statements, so each can use its own index.
+PRUNE_ROOTS = """
+    SELECT r.start_us, r.id, r.trace_id,
+           EXISTS (SELECT 1 FROM test_run_items AS i WHERE i.original_trace_id = r.trace_id)
+           OR EXISTS (SELECT 1 FROM test_run_items AS i WHERE i.replay_trace_id = r.trace_id)
+           OR EXISTS (SELECT 1 FROM test_runs AS tr WHERE tr.id = r.test_run_id)
+           OR EXISTS (SELECT 1 FROM traces AS t JOIN test_runs AS tr ON tr.id = t.test_run_id
+                      WHERE t.id = r.trace_id)
+    FROM spans AS r
+    WHERE r.is_root = 1 AND r.start_us < :cutoff AND (r.start_us, r.id) > (:after_us, :after_id)
+    ORDER BY r.start_us, r.id
+    LIMIT :n
+"""
+PRUNE_ROOTS_OF_KEY = """
+    SELECT r.start_us, r.id, r.trace_id,
+           EXISTS (SELECT 1 FROM test_run_items AS i WHERE i.original_trace_id = r.trace_id)
+           OR EXISTS (SELECT 1 FROM test_run_items AS i WHERE i.replay_trace_id = r.trace_id)
+           OR EXISTS (SELECT 1 FROM test_runs AS tr WHERE tr.id = r.test_run_id)
+           OR EXISTS (SELECT 1 FROM traces AS t JOIN test_runs AS tr ON tr.id = t.test_run_id
+                      WHERE t.id = r.trace_id)
+    FROM spans AS r
+    WHERE r.is_root = 1 AND r.key = :key AND r.start_us < :cutoff
+      AND (r.start_us, r.id) > (:after_us, :after_id)
+    ORDER BY r.start_us, r.id
+    LIMIT :n
+"""
+DELETE_SPANS_OF_TRACES = "DELETE FROM spans WHERE trace_id IN (SELECT value FROM json_each(?))"
+DELETE_TRACES = "DELETE FROM traces WHERE id IN (SELECT value FROM json_each(?))"
+# A marker goes whatever references it (its trace was dropped); a completion record goes when
+# its trace has no span left and no run references it.
+PRUNE_TRACE_RECORDS = """
+    SELECT t.start_us, t.id,
+           t.dropped = 1 OR NOT (
+               EXISTS (SELECT 1 FROM spans AS s WHERE s.trace_id = t.id)
+               OR EXISTS (SELECT 1 FROM test_run_items AS i WHERE i.original_trace_id = t.id)
+               OR EXISTS (SELECT 1 FROM test_run_items AS i WHERE i.replay_trace_id = t.id)
+               OR EXISTS (SELECT 1 FROM test_runs AS tr WHERE tr.id = t.test_run_id))
+    FROM traces AS t
+    WHERE t.start_us < :cutoff AND (t.start_us, t.id) > (:after_us, :after_id)
+      AND (:key IS NULL OR t.key = :key)
+    ORDER BY t.start_us, t.id
+    LIMIT :n
+"""

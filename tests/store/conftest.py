@@ -1,13 +1,15 @@
 """The ``store`` fixture: every backend-independent test runs against each backend.
 
-Only SQLite exists now; a PostgreSQL backend adds ``"postgres"`` to ``BACKENDS`` and a branch
-to ``_open`` and ``_catalog``.
+SQLite gets a file in the test's temp dir; PostgreSQL a fresh schema of the database named by
+``BITFAB_TEST_PG`` (see ``tests/pg.py``), dropped after the test. Without that variable the
+PostgreSQL cases skip, saying how to turn them on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +18,27 @@ import pytest
 
 from bitfab.store import SQLiteStore, Store
 
-BACKENDS = ["sqlite"]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pg import PG_URL, SKIP_REASON, fresh_schema
+
+BACKENDS = [
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.skipif(PG_URL is None, reason=SKIP_REASON)),
+]
 
 
-def _open(backend: str, tmp_path: Path) -> Store:
+@contextlib.contextmanager
+def open_backend(backend: str, tmp_path: Path) -> Iterator[Store]:
+    """A fresh, empty store of ``backend``, closed (and its schema dropped) afterwards."""
     if backend == "sqlite":
-        return SQLiteStore(tmp_path / "bitfab.db")
-    raise AssertionError(f"unknown backend {backend}")
+        with SQLiteStore(tmp_path / "bitfab.db") as store:
+            yield store
+        return
+    from bitfab.store.postgres import PostgresStore
+
+    with fresh_schema() as (url, _), PostgresStore(url) as store:
+        yield store
 
 
 def _catalog(store: Store) -> list[tuple[Any, ...]]:
@@ -31,18 +47,38 @@ def _catalog(store: Store) -> list[tuple[Any, ...]]:
             return conn.execute(
                 "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name"
             ).fetchall()
+    from bitfab.store.postgres import PostgresStore
+
+    if isinstance(store, PostgresStore):
+        import psycopg
+
+        assert PG_URL is not None
+        with psycopg.connect(PG_URL) as conn:
+            return conn.execute(
+                """
+                SELECT c.relkind::text, c.relname::text, a.attname::text,
+                       pg_catalog.format_type(a.atttypid, a.atttypmod),
+                       pg_catalog.pg_get_indexdef(c.oid)
+                FROM pg_catalog.pg_class AS c
+                JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+                LEFT JOIN pg_catalog.pg_attribute AS a
+                    ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                WHERE n.nspname = %s
+                ORDER BY c.relname, a.attnum
+                """,
+                (store.schema,),
+            ).fetchall()
     raise AssertionError(f"no catalog query for {store!r}")
 
 
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A fresh, empty store of each backend, closed after the test."""
-    opened = _open(request.param, tmp_path)
-    yield opened
-    opened.close()
+    with open_backend(request.param, tmp_path) as opened:
+        yield opened
 
 
 @pytest.fixture
 def catalog(store: Store) -> Callable[[], list[tuple[Any, ...]]]:
-    """Reads the store's schema catalog (tables, indexes) through a separate connection."""
+    """Reads the store's schema catalog (tables, columns, indexes) through a separate connection."""
     return lambda: _catalog(store)

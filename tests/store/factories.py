@@ -102,12 +102,13 @@ def trace(
     dropped: bool = False,
     test_run: str | None = None,
     source_trace: str | None = None,
+    start_ms: float = 0.0,
 ) -> dict[str, Any]:
     """A trace completion record (``external_trace``)."""
     external: dict[str, Any] = {
         "id": trace_id,
-        "started_at": iso(0),
-        "ended_at": iso(10),
+        "started_at": iso(start_ms),
+        "ended_at": iso(start_ms + 10),
         "name": key,
         "metadata": {},
     }

@@ -15,9 +15,9 @@ import pytest
 
 from bitfab.exceptions import StoreError
 from bitfab.store import SQLiteStore, open_store
-from bitfab.store.migrations import LATEST_VERSION, MIGRATIONS
+from bitfab.store.migrations import LATEST_VERSION, MIGRATIONS, migrate
 
-from .factories import span
+from .factories import BASE_US, span
 from .processes import run_child, start_child
 
 
@@ -41,9 +41,11 @@ def test_fresh_file_gets_the_schema_in_wal_mode_with_private_permissions(tmp_pat
         assert store.path == str(path)
 
     assert (
-        schema_rows(path) == EXPECTED_SCHEMA == [(1, "spans, traces, test runs"), (2, "api keys")]
+        schema_rows(path)
+        == EXPECTED_SCHEMA
+        == [(1, "spans, traces, test runs"), (2, "api keys"), (3, "retention")]
     )
-    assert LATEST_VERSION == 2
+    assert LATEST_VERSION == 3
     assert query(path, "PRAGMA journal_mode") == [("wal",)]
     assert query(path, "PRAGMA page_size") == [(16384,)]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -116,7 +118,7 @@ def test_paths_that_cannot_be_a_store(tmp_path: Path) -> None:
 def test_open_store_understands_paths_and_urls(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Plain paths and sqlite:/// URLs open SQLite; postgresql:// is not available yet."""
+    """Plain paths and sqlite:/// URLs open SQLite; unknown schemes are refused."""
     monkeypatch.chdir(tmp_path)
     opened = [
         open_store("plain.db"),
@@ -131,8 +133,6 @@ def test_open_store_understands_paths_and_urls(
         str(tmp_path / "relative" / "r.db"),
         str(tmp_path / "absolute.db"),
     ]
-    with pytest.raises(StoreError, match="PostgreSQL store is not available yet"):
-        open_store("postgresql://user@localhost/bitfab")
     with pytest.raises(StoreError, match="no store for mysql:// URLs"):
         open_store("mysql://localhost/bitfab")
 
@@ -204,3 +204,23 @@ with SQLiteStore(sys.argv[1]) as store:
         assert out == "from-parent\n"
         assert store.get_span("from-child") is not None
     assert not os.path.exists(f"{path}-wal")
+
+
+def test_migration_3_dates_the_trace_records_of_an_older_file(tmp_path: Path) -> None:
+    """A version-2 file opened by this bitfab gets start_us from each trace record's times."""
+    path = tmp_path / "bitfab.db"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        migrate(conn, str(path), MIGRATIONS[:2])
+        conn.execute(
+            "INSERT INTO traces (id, completed, started_at, ended_at, dropped, record)"
+            " VALUES ('a', 1, '2026-11-27T10:00:00.250000Z', NULL, 0, '{}'),"
+            " ('b', 1, NULL, '2026-11-27T11:00:00Z', 0, '{}'), ('c', 1, NULL, NULL, 1, '{}')"
+        )
+
+    SQLiteStore(path).close()
+    dated = dict(query(path, "SELECT id, start_us FROM traces"))
+
+    assert abs(dated["a"] - (BASE_US + 250_000)) < 1_000
+    assert abs(dated["b"] - (BASE_US + 3_600_000_000)) < 1_000
+    assert abs(dated["c"] - time.time_ns() // 1_000) < 60_000_000
+    assert schema_rows(path) == EXPECTED_SCHEMA
