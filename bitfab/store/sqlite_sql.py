@@ -29,9 +29,21 @@ DROP_TRACE = """
     WHERE traces.dropped = 0
 """
 DELETE_TRACE_SPANS = "DELETE FROM spans WHERE trace_id = ?"
+# Lists of ids are bound as one BLOB, each id's UTF-8 followed by a 0xFF byte (which UTF-8
+# never holds), and split by the "ids" CTE. json_each() would be simpler, but SQLite's JSON
+# functions cut strings at an escaped NUL, so an id holding one would match nothing.
 # CROSS JOIN makes SQLite walk the batch's ids and look each up by primary key, instead of
 # scanning the traces table (which grows with the store) for dropped ones.
-DROPPED_AMONG = "SELECT t.id FROM json_each(?) AS j CROSS JOIN traces AS t ON t.id = j.value WHERE t.dropped = 1"
+DROPPED_AMONG = """
+    WITH RECURSIVE ids (id, rest) AS (
+        SELECT NULL, CAST(? AS BLOB)
+        UNION ALL
+        SELECT CAST(substr(rest, 1, instr(rest, x'ff') - 1) AS TEXT),
+               substr(rest, instr(rest, x'ff') + 1)
+        FROM ids WHERE instr(rest, x'ff') > 0
+    )
+    SELECT t.id FROM ids AS j CROSS JOIN traces AS t ON t.id = j.id WHERE t.dropped = 1
+"""
 
 GET_SPAN = "SELECT record FROM spans WHERE id = ?"
 TRACE_SPANS = "SELECT record FROM spans WHERE trace_id = ? ORDER BY start_us IS NULL, start_us, id"
@@ -47,9 +59,16 @@ SUBTREE = """
 """
 GET_TRACE = "SELECT record FROM traces WHERE id = ? AND dropped = 0"
 COMPLETED_SPAN_COUNTS = """
+    WITH RECURSIVE ids (id, rest) AS (
+        SELECT NULL, CAST(? AS BLOB)
+        UNION ALL
+        SELECT CAST(substr(rest, 1, instr(rest, x'ff') - 1) AS TEXT),
+               substr(rest, instr(rest, x'ff') + 1)
+        FROM ids WHERE instr(rest, x'ff') > 0
+    )
     SELECT t.id, (SELECT COUNT(*) FROM spans AS s WHERE s.trace_id = t.id)
     FROM traces AS t
-    WHERE t.id IN (SELECT value FROM json_each(?)) AND t.dropped = 0 AND t.completed = 1
+    WHERE t.id IN (SELECT id FROM ids) AND t.dropped = 0 AND t.completed = 1
 """
 NEWEST_ROOTS = """
     SELECT record FROM spans
@@ -58,8 +77,15 @@ NEWEST_ROOTS = """
     LIMIT ?
 """
 ROOTS_OF_TRACES = """
+    WITH RECURSIVE ids (id, rest) AS (
+        SELECT NULL, CAST(? AS BLOB)
+        UNION ALL
+        SELECT CAST(substr(rest, 1, instr(rest, x'ff') - 1) AS TEXT),
+               substr(rest, instr(rest, x'ff') + 1)
+        FROM ids WHERE instr(rest, x'ff') > 0
+    )
     SELECT trace_id, record FROM spans
-    WHERE trace_id IN (SELECT value FROM json_each(?)) AND is_root = 1
+    WHERE trace_id IN (SELECT id FROM ids) AND is_root = 1
     ORDER BY start_us IS NULL, start_us, id
 """
 FUNCTION_TOTALS = """
@@ -122,13 +148,20 @@ TRACES_OF_ALL_KEYS = """
     LIMIT :limit
 """
 TRACE_TOTALS = """
+    WITH RECURSIVE ids (id, rest) AS (
+        SELECT NULL, CAST(? AS BLOB)
+        UNION ALL
+        SELECT CAST(substr(rest, 1, instr(rest, x'ff') - 1) AS TEXT),
+               substr(rest, instr(rest, x'ff') + 1)
+        FROM ids WHERE instr(rest, x'ff') > 0
+    )
     SELECT s.trace_id, COUNT(*), COALESCE(SUM(s.input_tokens), 0),
            COALESCE(SUM(s.output_tokens), 0), COALESCE(SUM(s.cached_tokens), 0),
            (SELECT m.model FROM spans AS m
             WHERE m.trace_id = s.trace_id AND m.model IS NOT NULL
             ORDER BY m.start_us, m.id LIMIT 1)
     FROM spans AS s
-    WHERE s.trace_id IN (SELECT value FROM json_each(?))
+    WHERE s.trace_id IN (SELECT id FROM ids)
     GROUP BY s.trace_id
 """
 REPLAY_TRACE_IDS = """
@@ -233,8 +266,32 @@ PRUNE_ROOTS_OF_KEY = """
     ORDER BY r.start_us, r.id
     LIMIT :n
 """
-DELETE_SPANS_OF_TRACES = "DELETE FROM spans WHERE trace_id IN (SELECT value FROM json_each(?))"
-DELETE_TRACES = "DELETE FROM traces WHERE id IN (SELECT value FROM json_each(?))"
+# DELETE comes first (the ids CTE inside): Python's sqlite3 counts the rows a statement
+# changed only when it starts with INSERT, UPDATE, DELETE or REPLACE.
+DELETE_SPANS_OF_TRACES = """
+    DELETE FROM spans WHERE trace_id IN (
+        WITH RECURSIVE ids (id, rest) AS (
+            SELECT NULL, CAST(? AS BLOB)
+            UNION ALL
+            SELECT CAST(substr(rest, 1, instr(rest, x'ff') - 1) AS TEXT),
+                   substr(rest, instr(rest, x'ff') + 1)
+            FROM ids WHERE instr(rest, x'ff') > 0
+        )
+        SELECT id FROM ids
+    )
+"""
+DELETE_TRACES = """
+    DELETE FROM traces WHERE id IN (
+        WITH RECURSIVE ids (id, rest) AS (
+            SELECT NULL, CAST(? AS BLOB)
+            UNION ALL
+            SELECT CAST(substr(rest, 1, instr(rest, x'ff') - 1) AS TEXT),
+                   substr(rest, instr(rest, x'ff') + 1)
+            FROM ids WHERE instr(rest, x'ff') > 0
+        )
+        SELECT id FROM ids
+    )
+"""
 # A marker goes whatever references it (its trace was dropped); a completion record goes when
 # its trace has no span left and no run references it.
 PRUNE_TRACE_RECORDS = """
