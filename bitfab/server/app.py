@@ -25,6 +25,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
@@ -46,7 +47,9 @@ logger = logging.getLogger("bitfab.server")
 _GOOD_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-def create_app(store: Store, *, auth: bool = True, limits: Limits | None = None) -> Starlette:
+def create_app(
+    store: Store, *, auth: bool = True, limits: Limits | None = None, ui: bool = True
+) -> Starlette:
     """The bitfab server over ``store``.
 
     Args:
@@ -55,6 +58,7 @@ def create_app(store: Store, *, auth: bool = True, limits: Limits | None = None)
             bound to loopback (``bitfab serve --no-auth`` checks this).
         limits: body sizes, in-flight recording requests, page size; defaults from
             :class:`~bitfab.server.body.Limits`.
+        ui: serve the web UI (:mod:`bitfab.server.ui`) at ``/``, ``/traces``, ``/runs``, ...
     """
     ctx = ServerContext(store=store, limits=limits or Limits(), auth=auth)
     document = openapi_document(max_page=ctx.limits.max_page)
@@ -79,11 +83,18 @@ def create_app(store: Store, *, auth: bool = True, limits: Limits | None = None)
         *sdk.routes(ctx),
         *read_api.routes(ctx),
     ]
+    handlers: dict[Any, Any] = dict(EXCEPTION_HANDLERS)
+    if ui:
+        from bitfab.server.ui import UI  # jinja2 is needed only with the UI
+
+        web = UI(ctx)
+        routes += web.routes()
+        handlers[HTTPException] = web.pages.not_found
     app = Starlette(
         routes=routes,
         # Answers of 4 KiB or more are gzipped for clients that accept it (span trees, traces).
         middleware=[Middleware(RequestMiddleware), Middleware(GZipMiddleware, minimum_size=4096)],
-        exception_handlers=dict(EXCEPTION_HANDLERS),
+        exception_handlers=handlers,
         lifespan=lifespan,
     )
     app.state.bitfab = ctx

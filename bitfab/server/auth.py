@@ -3,6 +3,12 @@
 A missing, malformed, unknown or revoked key is 401 with one message for all four, so an answer
 never tells which keys exist. A valid key without the endpoint's scope is 403. The secret is
 hashed and looked up by its hash; the stored hash is then compared in constant time.
+
+The web UI's login keeps the key's secret in a cookie (:data:`COOKIE_NAME`), checked on every
+request like a bearer key, so any server process behind a load balancer accepts it. The cookie
+counts only for GET/HEAD requests that need the ``read`` scope (the UI's pages and the read
+API): a recording or replay endpoint never takes it, so another site cannot make a logged-in
+browser write (CSRF).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from bitfab.server.errors import ApiError
 from bitfab.store.base import Store
 from bitfab.store.keys import KEY_PREFIX, ApiKey, Scope, hash_secret, scope_allows
 
-__all__ = ["Endpoint", "ServerContext", "guarded"]
+__all__ = ["COOKIE_NAME", "Endpoint", "ServerContext", "cookie_secret", "guarded"]
 
 logger = logging.getLogger("bitfab.server")
 
@@ -34,6 +40,9 @@ T = TypeVar("T")
 
 _TOUCH_EVERY_S = 60.0
 _MAX_SECRET_CHARS = 200
+_COOKIE_METHODS = ("GET", "HEAD")
+COOKIE_NAME = "bitfab_key"
+"""The cookie of the web UI's login: the key's secret itself (HttpOnly, SameSite=Strict)."""
 _UNAUTHORIZED = (
     "a valid API key is required: send Authorization: Bearer <key> (create one with"
     " `bitfab keys create`)"
@@ -57,10 +66,19 @@ class ServerContext:
 
     async def authenticate(self, request: Request, needed: Scope | None) -> ApiKey | None:
         """The request's key if it may use an endpoint needing ``needed`` (None: any valid
-        key); 401/403 otherwise. None without auth."""
+        key); 401/403 otherwise. None without auth.
+
+        The key comes from ``Authorization: Bearer``, or else, for a GET or HEAD needing
+        ``read``, from the UI's login cookie."""
         if not self.auth:
             return None
         secret = _bearer(request.headers.get("authorization"))
+        if secret is None and needed == "read" and request.method in _COOKIE_METHODS:
+            secret = cookie_secret(request.cookies.get(COOKIE_NAME))
+        return await self.check_secret(secret, needed, request.url.path)
+
+    async def check_secret(self, secret: str | None, needed: Scope | None, path: str) -> ApiKey:
+        """The active key of ``secret`` if it has ``needed``; 401/403 otherwise."""
         if secret is None:
             raise _unauthorized()
         digest = hash_secret(secret)
@@ -71,8 +89,7 @@ class ServerContext:
             raise ApiError(
                 403,
                 "forbidden",
-                f"this API key may not use {request.url.path}: it needs a key of scope"
-                f" {needed!r} or 'all'",
+                f"this API key may not use {path}: it needs a key of scope {needed!r} or 'all'",
             )
         self._touch(key)
         return key
@@ -110,6 +127,18 @@ def _bearer(header: str | None) -> str | None:
     if len(token) > _MAX_SECRET_CHARS:
         return None
     return token
+
+
+def cookie_secret(value: str | None) -> str | None:
+    """The key secret a login cookie holds, or None if it doesn't look like one."""
+    if value is None or not value.startswith(KEY_PREFIX) or len(value) > _MAX_SECRET_CHARS:
+        return None
+    if (
+        not value.isascii()
+        or not value[len(KEY_PREFIX) :].replace("-", "").replace("_", "").isalnum()
+    ):
+        return None
+    return value
 
 
 def _unauthorized() -> ApiError:
