@@ -1,8 +1,9 @@
 """The UI's pages: functions, traces of a function, one trace, test runs, one test run.
 
 Each handler reads the store (in the thread pool), shapes the records with
-:mod:`bitfab.server.ui.present` and renders a template. Query parameters are checked like the
-read API's (:mod:`bitfab.server.params`): a bad one is a 4xx page, never a 500.
+:mod:`~bitfab.server.ui.spans` or :mod:`~bitfab.server.ui.runs` and renders a template. Query
+parameters are checked like the read API's (:mod:`bitfab.server.params`): a bad one is a 4xx
+page, never a 500.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from bitfab.server.auth import ServerContext
 from bitfab.server.errors import ApiError, FieldError, handle_http_exception, json_response
 from bitfab.server.ingest import MAX_ID_CHARS, MAX_KEY_CHARS
 from bitfab.server.params import INT64_MAX, query_bool, query_int, query_str
-from bitfab.server.ui import present
+from bitfab.server.ui import runs, spans, values
 from bitfab.server.ui.render import SECURITY_HEADERS, Renderer, trace_href
 from bitfab.server.ui.session import login_href
-from bitfab.store.base import MAX_SEARCH_CHARS, StoreBusyError, StoreFullError, TestRun, TestRunItem
+from bitfab.store.base import MAX_SEARCH_CHARS, StoreBusyError, StoreFullError, TestRunItem
 from bitfab.store.records import iso_to_us
 
 __all__ = ["RUN_PAGE", "TRACES_PAGE", "Pages"]
@@ -152,7 +153,7 @@ class Pages:
         latest: dict[str, dict[str, Any]] = {}
         for run in await self.ctx.call(lambda: self.store.list_test_runs(None, limit=200)):
             if run.key not in latest:
-                latest[run.key] = _run_row(run)
+                latest[run.key] = runs.run_row(run)
         return self.renderer.page(
             request,
             "functions.html",
@@ -217,8 +218,8 @@ class Pages:
             rows.append(
                 {
                     "s": summary,
-                    "input": present.preview_args(data.get("input"), 120),
-                    "output": present.preview(data.get("output"), 80),
+                    "input": values.preview_args(data.get("input"), 120),
+                    "output": values.preview(data.get("output"), 80),
                 }
             )
         filters = {
@@ -233,7 +234,7 @@ class Pages:
             request,
             "traces.html",
             {
-                "title": f"Traces of {present.clip(key, 80)}" if key else "Traces",
+                "title": f"Traces of {values.clip(key, 80)}" if key else "Traces",
                 "nav": "traces",
                 "key": key,
                 "rows": rows,
@@ -256,9 +257,9 @@ class Pages:
         completion = await self.ctx.call(self.store.get_trace, trace_id)
         if not records and completion is None:
             raise ApiError(
-                404, "not_found", f"No trace with id {present.clip(trace_id, 100)} is stored."
+                404, "not_found", f"No trace with id {values.clip(trace_id, 100)} is stored."
             )
-        view = present.trace_view(trace_id, records, completion)
+        view = spans.trace_view(trace_id, records, completion)
         ids = {row.id for row in view.rows}
         if selected not in ids:
             selected = view.root.id if view.root else None
@@ -272,7 +273,7 @@ class Pages:
             request,
             "trace.html",
             {
-                "title": f"{present.clip(title, 60)} · trace",
+                "title": f"{values.clip(title, 60)} · trace",
                 "nav": "traces",
                 "view": view,
                 "selected": selected,
@@ -288,7 +289,7 @@ class Pages:
         record = await self.ctx.call(self.store.get_span, span_id)
         if record is None:
             raise ApiError(404, "not_found", "no span with this id")
-        response = json_response(present.span_detail(record))
+        response = json_response(spans.span_detail(record))
         response.headers.update(SECURITY_HEADERS)
         return response
 
@@ -311,7 +312,7 @@ class Pages:
         limit = query_int(request, "limit", default=RUNS_PAGE, minimum=1, maximum=1000)
         assert limit is not None
         found = await self.ctx.call(lambda: self.store.list_test_runs(key, limit=limit))
-        rows = [_run_row(run) for run in found]
+        rows = [runs.run_row(run) for run in found]
         return self.renderer.page(
             request,
             "runs.html",
@@ -337,7 +338,7 @@ class Pages:
         )
         if found is None:
             raise ApiError(
-                404, "not_found", f"No test run with id {present.clip(run_id, 100)} is stored."
+                404, "not_found", f"No test run with id {values.clip(run_id, 100)} is stored."
             )
         items = list(found.items)
         counts: dict[str, int] = {}
@@ -356,15 +357,15 @@ class Pages:
         pages = max(1, -(-len(shown) // RUN_PAGE))
         page = min(page, pages)
         shown = shown[(page - 1) * RUN_PAGE : page * RUN_PAGE]
-        views = [present.item_view(item.idx, item.verdict, _item_data(item)) for item in shown]
+        views = [runs.item_view(item.idx, item.verdict, _item_data(item)) for item in shown]
         return self.renderer.page(
             request,
             "run.html",
             {
-                "title": f"Test run of {present.clip(found.key, 60)}",
+                "title": f"Test run of {values.clip(found.key, 60)}",
                 "nav": "runs",
                 "run": found,
-                "row": _run_row(found),
+                "row": runs.run_row(found),
                 "items": views,
                 "counts": [(v, counts[v]) for v in order],
                 "verdicts": verdicts,
@@ -374,39 +375,6 @@ class Pages:
                 "total": len(items),
             },
         )
-
-
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _run_row(run: TestRun) -> dict[str, Any]:
-    summary = _dict(run.summary)
-    counts = _dict(summary.get("counts"))
-    total = summary.get("total")
-    total = total if isinstance(total, int) and not isinstance(total, bool) else None
-    created = iso_to_us(run.created_at)
-    completed = iso_to_us(run.completed_at)
-    verdicts = [
-        (str(v), n)
-        for v, n in counts.items()
-        if isinstance(n, int) and not isinstance(n, bool) and n > 0
-    ]
-    took = (completed - created) / 1000 if created is not None and completed is not None else None
-    return {
-        "run": run,
-        "total": total,
-        "counts": verdicts,
-        "bar": [(v, round(n / total * 100, 2)) for v, n in verdicts] if total else [],
-        "created_us": created,
-        "took_ms": took,
-        "original_mean": summary.get("original_mean_ms"),
-        "new_mean": summary.get("new_mean_ms"),
-        "original_p50": summary.get("original_p50_ms"),
-        "new_p50": summary.get("new_p50_ms"),
-        "original_tokens": _dict(summary.get("original_tokens")).get("total"),
-        "new_tokens": _dict(summary.get("new_tokens")).get("total"),
-    }
 
 
 def _item_data(item: TestRunItem) -> dict[str, Any]:

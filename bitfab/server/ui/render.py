@@ -21,7 +21,7 @@ from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from bitfab.server.ui import present
+from bitfab.server.ui import runs, values
 from bitfab.store.records import RecordError, dump_json
 
 __all__ = [
@@ -112,14 +112,14 @@ class Renderer:
             run_href=run_href,
             traces_href=traces_href,
             json_block=json_block,
-            fmt_ms=present.fmt_ms,
-            fmt_int=present.fmt_int,
-            fmt_time=present.fmt_time,
-            fmt_pct=present.fmt_pct_change,
-            verdict_class=present.verdict_class,
+            fmt_ms=values.fmt_ms,
+            fmt_int=values.fmt_int,
+            fmt_time=values.fmt_time,
+            fmt_pct=values.fmt_pct_change,
+            verdict_class=runs.verdict_class,
             auth=auth,
         )
-        self.env.filters["clip"] = present.clip
+        self.env.filters["clip"] = values.clip
 
     def page(
         self,
@@ -137,7 +137,7 @@ class Renderer:
                 "title": "bitfab",
                 **context,
                 "request_path": request.url.path,
-                "ago": lambda us: present.fmt_ago(us, now_us),
+                "ago": lambda us: values.fmt_ago(us, now_us),
             }
         )
         return HTMLResponse(
