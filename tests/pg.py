@@ -28,7 +28,7 @@ import contextlib
 import os
 import secrets
 from collections.abc import Iterator
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 __all__ = ["PG_URL", "SKIP_REASON", "fresh_schema", "fresh_schema_url", "schema_url"]
 
@@ -41,12 +41,15 @@ SKIP_REASON = (
 )
 
 
-def schema_url(url: str, schema: str) -> str:
-    """``url`` with ``options=-csearch_path=<schema>`` added (replacing any options it had)."""
+def schema_url(url: str, schema: str, *settings: str) -> str:
+    """``url`` with ``options=-csearch_path=<schema>`` (replacing any options it had), plus
+    other ``-c`` settings given as ``"name=value"``."""
     parts = urlsplit(url)
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "options"]
-    query.append(("options", f"-csearch_path={schema}"))
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    options = " ".join(f"-c{setting}" for setting in (f"search_path={schema}", *settings))
+    query.append(("options", options))
+    # quote, not quote_plus: libpq reads %20 as a space but "+" as a plus.
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
 
 
 @contextlib.contextmanager

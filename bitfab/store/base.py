@@ -1,4 +1,4 @@
-"""The store interface: what every backend (SQLite now, PostgreSQL and the HTTP server later) keeps.
+"""The store interface: what every backend (SQLite, PostgreSQL) keeps.
 
 A store holds the protocol's wire records (see ``PROTOCOL.md``) verbatim and answers the
 questions that recording, replay and the UI ask of them. The semantics live in the docstrings
@@ -198,7 +198,7 @@ class PruneResult:
     kept_for_test_runs: int = 0
     """Old traces left in place because a test run references them."""
     batches: int = 0
-    """Transactions that deleted or examined something; each holds at most ``batch_size``."""
+    """Transactions that deleted something; each deleted at most ``batch_size`` traces."""
     finished: bool = True
     """Nothing prunable is left; False when ``max_batches`` stopped the pruning first."""
 
@@ -419,11 +419,11 @@ class Store(Protocol):
         before the cutoff (of ``key`` if given) are deleted first, with their items, so the
         traces only they referenced are deleted too.
 
-        Each transaction deletes at most ``batch_size`` traces (or test runs, or trace
-        records) and commits before the next starts, so writers wait at most one batch.
-        ``max_batches`` caps the transactions of this call; ``finished`` is False when it
-        stopped the work early, and calling again carries on. Pruning twice with one cutoff
-        deletes nothing the second time.
+        Each transaction looks at most ``batch_size`` traces (or test runs, or trace records)
+        and commits before the next starts, so writers wait at most one batch. ``max_batches``
+        caps the transactions that delete something (one that only passes kept traces is not
+        counted); ``finished`` is False when it stopped the work early, and calling again
+        carries on. Pruning twice with one cutoff deletes nothing the second time.
 
         Raises:
             ValueError: ``batch_size`` or ``max_batches`` below 1.

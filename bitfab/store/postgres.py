@@ -176,7 +176,8 @@ class PostgresStore(Store):
 
         def work(conn: Conn) -> tuple[int, int, int]:
             cur = conn.cursor()
-            cur.execute(sql.LOCK_TRACES, locks)
+            if lock_keys:
+                cur.execute(sql.LOCK_TRACES, locks)
             if drop_params:
                 cur.executemany(sql.DROP_TRACE, drop_params)
                 cur.execute(sql.DELETE_SPANS_OF_TRACES, (drop_ids,))

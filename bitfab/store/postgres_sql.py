@@ -212,7 +212,8 @@ PRUNE_RUNS_OF_KEY = """
     )
 """
 # A trace is kept when a run's item names it, or it was recorded under a stored run's id (by
-# its root span or its completion record).
+# its root span or its completion record). NULLS FIRST changes nothing (the cutoff leaves no
+# NULL start) but lets the roots' indexes (DESC NULLS LAST) be walked backwards, in order.
 PRUNE_ROOTS = """
     SELECT r.start_us, r.id, r.trace_id,
            EXISTS (SELECT 1 FROM test_run_items AS i WHERE i.original_trace_id = r.trace_id)
@@ -223,7 +224,7 @@ PRUNE_ROOTS = """
     FROM spans AS r
     WHERE r.is_root = 1 AND r.start_us < %(cutoff)s
       AND (r.start_us, r.id) > (%(after_us)s::bigint, %(after_id)s::text)
-    ORDER BY r.start_us, r.id
+    ORDER BY r.start_us NULLS FIRST, r.id
     LIMIT %(n)s
 """
 PRUNE_ROOTS_OF_KEY = """
@@ -236,7 +237,7 @@ PRUNE_ROOTS_OF_KEY = """
     FROM spans AS r
     WHERE r.is_root = 1 AND r.key = %(key)s AND r.start_us < %(cutoff)s
       AND (r.start_us, r.id) > (%(after_us)s::bigint, %(after_id)s::text)
-    ORDER BY r.start_us, r.id
+    ORDER BY r.start_us NULLS FIRST, r.id
     LIMIT %(n)s
 """
 # A marker goes whatever references it (its trace was dropped); a completion record goes when

@@ -84,7 +84,10 @@ def run_prune(plan: PrunePlan, *, runs: Phase, traces: Phase, records: Phase) ->
             batch = phase(after)
             if batch.examined == 0:
                 break
-            batches += 1
+            # A batch that only walked past kept rows is not counted, nor capped by max_batches:
+            # a caller looping over max_batches=1 still gets past any number of kept traces.
+            if batch.traces or batch.spans or batch.trace_records or batch.test_runs:
+                batches += 1
             for i, value in enumerate(batch[2:]):
                 totals[i] += value
             if batch.examined < plan.batch_size:

@@ -17,7 +17,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from bitfab.exceptions import StoreError
@@ -28,7 +27,6 @@ from bitfab.store.base import (
     PruneResult,
     Store,
     StoreBusyError,
-    StoreFullError,
     TestRun,
     TestRunItem,
     TraceSummary,
@@ -59,6 +57,7 @@ from bitfab.store.rows import (
     split_batch,
     trace_start_us,
 )
+from bitfab.store.sqlite_errors import BUSY_CODES, create_file, primary_code, sqlite_error
 
 __all__ = ["SQLiteStore"]
 
@@ -66,21 +65,6 @@ __all__ = ["SQLiteStore"]
 # them (closing could checkpoint or delete the parent's WAL), so they are kept referenced here
 # and never finalized.
 _INHERITED: list[sqlite3.Connection] = []
-
-# Primary SQLite result codes (the low byte of an extended code).
-_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 11, 13, 14
-_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_NOTADB = 5, 6, 8, 26
-_BUSY_CODES = (_SQLITE_BUSY, _SQLITE_LOCKED)
-_CODES_BY_MESSAGE = (  # for Pythons before 3.11, whose exceptions carry no code
-    ("database is locked", _SQLITE_BUSY),
-    ("database table is locked", _SQLITE_LOCKED),
-    ("database or disk is full", _SQLITE_FULL),
-    ("disk i/o error", _SQLITE_IOERR),
-    ("file is not a database", _SQLITE_NOTADB),
-    ("database disk image is malformed", _SQLITE_CORRUPT),
-    ("unable to open database file", _SQLITE_CANTOPEN),
-    ("readonly database", _SQLITE_READONLY),
-)
 
 
 class SQLiteStore(Store):
@@ -124,7 +108,7 @@ class SQLiteStore(Store):
         self._write_lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
         self._closed = False
-        _create_file(self._path)
+        create_file(self._path)
         try:
             with self._reading("opening") as conn:
                 migrate(conn, self._path)
@@ -502,7 +486,7 @@ class SQLiteStore(Store):
                 conn.execute("COMMIT")
         except sqlite3.Error as exc:
             _rollback(conn)
-            raise self._error(exc, doing) from exc
+            raise sqlite_error(exc, doing, self._path, self._busy_timeout) from exc
         except BaseException:
             _rollback(conn)
             raise
@@ -551,7 +535,7 @@ class SQLiteStore(Store):
                 check_same_thread=False,
             )
         except sqlite3.Error as exc:
-            raise self._error(exc, "opening") from exc
+            raise sqlite_error(exc, "opening", self._path, self._busy_timeout) from exc
         try:
             # Takes effect only when the file is still empty; 16 KiB pages insert ~25% faster
             # than the 4 KiB default for records of a few hundred bytes to a few KiB.
@@ -564,7 +548,7 @@ class SQLiteStore(Store):
             conn.execute("PRAGMA cache_size = -32768")
         except sqlite3.Error as exc:
             conn.close()
-            raise self._error(exc, "opening") from exc
+            raise sqlite_error(exc, "opening", self._path, self._busy_timeout) from exc
         except BaseException:
             conn.close()
             raise
@@ -582,7 +566,7 @@ class SQLiteStore(Store):
                 conn.execute("PRAGMA journal_mode = WAL")
                 return
             except sqlite3.OperationalError as exc:
-                if _primary_code(exc) not in _BUSY_CODES or time.monotonic() > deadline:
+                if primary_code(exc) not in BUSY_CODES or time.monotonic() > deadline:
                     raise
                 time.sleep(0.005)
 
@@ -598,55 +582,6 @@ class SQLiteStore(Store):
         _INHERITED.extend(self._idle)
         self._idle = []
         self._pid = pid
-
-    def _error(self, exc: sqlite3.Error, doing: str) -> StoreError:
-        code = _primary_code(exc)
-        detail = str(exc)
-        name = getattr(exc, "sqlite_errorname", None)
-        if name:
-            detail = f"{detail} ({name})"
-        if code in _BUSY_CODES:
-            return StoreBusyError(
-                f"{doing} {self._path}: the database stayed locked by another connection for"
-                f" {self._busy_timeout:g}s ({detail}); retry later",
-            )
-        if code in (_SQLITE_FULL, _SQLITE_IOERR):
-            return StoreFullError(
-                f"{doing} {self._path} failed: {detail}; free disk space or check the disk"
-            )
-        if code == _SQLITE_NOTADB:
-            return StoreError(f"{self._path} is not a SQLite database ({detail})")
-        if code == _SQLITE_CORRUPT:
-            return StoreError(f"{self._path} is corrupt ({detail}); restore it from a backup")
-        if code == _SQLITE_CANTOPEN:
-            return StoreError(f"cannot open {self._path} ({detail}); check the path")
-        if code == _SQLITE_READONLY:
-            return StoreError(f"{self._path} is read-only ({detail}); check its permissions")
-        return StoreError(f"{doing} {self._path} failed: {detail}")
-
-
-def _create_file(path: str) -> None:
-    """Create the database file and its directory, readable by the owner only (traces hold
-    arguments and outputs); an existing file is left as it is."""
-    try:
-        Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    except OSError as exc:
-        raise StoreError(f"cannot create the store at {path}: {exc.strerror}") from exc
-    os.close(fd)
-
-
-def _primary_code(exc: sqlite3.Error) -> int | None:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(code, int):
-        return code & 0xFF
-    message = str(exc).lower()
-    for fragment, fallback in _CODES_BY_MESSAGE:
-        if fragment in message:
-            return fallback
-    return None
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

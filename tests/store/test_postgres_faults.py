@@ -6,17 +6,21 @@ from __future__ import annotations
 import os
 import random
 import socket
+import subprocess
+import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from pg import PG_URL, SKIP_REASON, fresh_schema
+from pg import PG_URL, SKIP_REASON, fresh_schema, schema_url
+from psycopg import sql
 
 from bitfab.exceptions import StoreError
-from bitfab.store import StoreBusyError, WriteResult
+from bitfab.store import StoreBusyError, StoreFullError, WriteResult
 from bitfab.store.postgres import PostgresStore
 from bitfab.store.postgres_conn import lock_key
 
@@ -248,3 +252,61 @@ def test_a_forked_child_opens_its_own_pool_and_the_parent_keeps_its_own(
 
     assert os.waitstatus_to_exitcode(status) == 0
     assert ids == ["from-child", "parent-after", "parent-before"]
+
+
+@pytest.fixture
+def tiny_tablespace() -> Iterator[str]:
+    """A PostgreSQL tablespace on a 3 MiB tmpfs (needs root and a superuser connection)."""
+    assert PG_URL is not None
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    # In /tmp itself: the server's user must reach it (pytest's tmp_path is private to root).
+    mount_point = Path(tempfile.mkdtemp(prefix="bitfab-tiny-", dir="/tmp"))
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        mount_point.rmdir()
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    name = "bitfab_tiny_" + os.urandom(4).hex()
+    try:
+        subprocess.run(["chown", "postgres:", str(mount_point)], check=True)
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE TABLESPACE {} LOCATION {}").format(
+                    sql.Identifier(name), sql.Literal(str(mount_point))
+                )
+            )
+        yield name
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP TABLESPACE IF EXISTS {}").format(sql.Identifier(name)))
+        subprocess.run(["umount", str(mount_point)], check=False)
+        mount_point.rmdir()
+
+
+def test_a_full_disk_raises_store_full_error_and_keeps_acknowledged_writes(
+    tiny_tablespace: str,
+) -> None:
+    """B14 on PostgreSQL: SQLSTATE 53100 (disk full) is StoreFullError; acked spans are there."""
+    assert PG_URL is not None
+    with fresh_schema() as (_, schema):
+        url = schema_url(PG_URL, schema, f"default_tablespace={tiny_tablespace}")
+        store = PostgresStore(url)
+        acked = 0
+        with pytest.raises(StoreFullError) as info:
+            while acked < 10_000:
+                store.write([span(f"s{acked}", input=["x" * 5_000, os.urandom(2_000).hex()])])
+                acked += 1
+        stored = store.count_spans()
+        store.close()
+        with psycopg.connect(PG_URL, autocommit=True) as conn:  # free the tablespace
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+    assert str(info.value).startswith(
+        f"writing to PostgreSQL at 127.0.0.1:5432/test, schema {schema}"
+    )
+    assert "free disk space on the server" in str(info.value)
+    assert acked == stored > 0

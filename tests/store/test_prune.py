@@ -135,8 +135,7 @@ def test_traces_a_test_run_references_are_kept_unless_runs_are_pruned_too(store:
     kept_roots = remaining(store)
     with_runs = store.prune(cutoff(1_000), include_test_runs=True)
 
-    # Two batches: the roots, then the replay's completion record (kept: run-a is stored).
-    assert kept == PruneResult(traces=2, spans=2, kept_for_test_runs=4, batches=2)
+    assert kept == PruneResult(traces=2, spans=2, kept_for_test_runs=4, batches=1)
     assert kept_roots == ["named-replay", "new-run-orig", "orig", "unnamed-replay"]
     assert with_runs == PruneResult(
         traces=3, spans=3, trace_records=1, test_runs=1, kept_for_test_runs=1, batches=3
@@ -218,3 +217,25 @@ def test_prune_while_another_thread_ingests_loses_nothing_newer(store: Store) ->
     assert result.batches == -(-300 // 7)
     assert sorted(written) == sorted(s["id"] for s in store.newest_roots("triage", 1_000))
     assert store.count_spans() == 300
+
+
+def test_kept_traces_do_not_use_up_max_batches(store: Store) -> None:
+    """With a batch full of kept traces first, max_batches=1 still reaches the deletable ones."""
+    store.write([span(f"kept-{i}", start_ms=i) for i in range(4)] + [span("old", start_ms=10)])
+    store.create_test_run(
+        TestRun(
+            id="run-1",
+            key="triage",
+            created_at=iso(60_000),
+            items=tuple(TestRunItem(idx=i, original_trace_id=f"t-kept-{i}") for i in range(4)),
+        )
+    )
+
+    first = store.prune(cutoff(1_000), batch_size=2, max_batches=1)
+    second = store.prune(cutoff(1_000), batch_size=2, max_batches=1)
+
+    assert first == PruneResult(
+        traces=1, spans=1, kept_for_test_runs=4, batches=1, finished=False
+    )  # the trace records were not looked at yet
+    assert second == PruneResult(kept_for_test_runs=4)
+    assert remaining(store) == [f"kept-{i}" for i in range(4)]
