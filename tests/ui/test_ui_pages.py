@@ -14,6 +14,7 @@ import pytest
 from ui_helpers import HOSTILE_KEY, HOSTILE_RUN, HUGE, XSS, Client
 
 from bitfab.store import SQLiteStore
+from bitfab.store.base import TestRun, TestRunItem
 
 HTML = {"Accept": "text/html"}
 DATA_BLOCK = re.compile(r'<script type="application/json" class="item-data">(.*?)</script>', re.S)
@@ -347,3 +348,62 @@ def test_loops_and_orphans_still_show(hostile: Client) -> None:
     ids = re.findall(r'data-id="([^"]+)" data-depth="0"', page)
     assert sorted(ids) == ["loop-a", "orphan"] or sorted(ids) == ["loop-b", "orphan"]
     assert len(re.findall(r'role="treeitem"', page)) == 3
+
+
+# ---- runs of other shapes ----------------------------------------------------------------
+
+
+def test_a_running_run_without_summary_or_items(
+    tmp_path: Path, make_client: Callable[..., Client]
+) -> None:
+    """A run that has only started: listed and shown, no counts, no items."""
+    db = tmp_path / "running.db"
+    with SQLiteStore(db) as store:
+        store.create_test_run(TestRun(id="r1", key="k", created_at="2026-11-27T10:00:00Z"))
+    client = make_client(db)
+    assert ">running<" in client.get("/runs").text
+    page = client.get("/runs/r1")
+    assert page.status_code == 200 and ">running<" in page.text
+    assert "This run has no items" in page.text
+
+
+def test_a_large_run_pages_and_filters_on_the_server(
+    tmp_path: Path, make_client: Callable[..., Client]
+) -> None:
+    """Above 200 items: 200 per page, ?verdict= filters before paging, chips are plain links."""
+    db = tmp_path / "large.db"
+    verdicts = ["same"] * 400 + ["changed"] * 50
+    with SQLiteStore(db) as store:
+        store.create_test_run(TestRun(id="big", key="k", created_at="2026-11-27T10:00:00Z"))
+        store.complete_test_run(
+            "big",
+            items=[
+                TestRunItem(idx=n, verdict=v, item={"verdict": v, "input": n})
+                for n, v in enumerate(verdicts)
+            ],
+            summary={"total": 450, "counts": {"same": 400, "changed": 50}},
+        )
+    client = make_client(db)
+    first = client.get("/runs/big").text
+    assert 'data-client-filter="0"' in first
+    assert first.count('<details class="item') == 200 and "page 1 of 3" in first
+    last = client.get("/runs/big?page=3").text
+    assert last.count('<details class="item') == 50
+    assert client.get("/runs/big?page=99").status_code == 200  # the last page
+    changed = client.get("/runs/big?verdict=changed").text
+    items = re.findall(r'<details class="item[^>]*>', changed)
+    assert len(items) == 50 and all(
+        'data-verdict="changed"' in t and " hidden" not in t for t in items
+    )
+
+
+def test_a_trace_known_only_by_its_completion_record(
+    tmp_path: Path, make_client: Callable[..., Client]
+) -> None:
+    """Spans not arrived yet: the page says so instead of waiting for a span."""
+    db = tmp_path / "completion.db"
+    with SQLiteStore(db) as store:
+        store.write([], [{"id": "t1", "traceFunctionKey": "k", "expectedSpanCount": 3}])
+    page = make_client(db).get("/traces/t1")
+    assert page.status_code == 200
+    assert "No span of this trace has arrived" in page.text and 'role="treeitem"' not in page.text

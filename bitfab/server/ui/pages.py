@@ -341,9 +341,9 @@ class Pages:
                 404, "not_found", f"No test run with id {values.clip(run_id, 100)} is stored."
             )
         items = list(found.items)
+        verdict_of = {item.idx: runs.item_verdict(item.verdict, item.item) for item in items}
         counts: dict[str, int] = {}
-        for item in items:
-            verdict = item.verdict or str(item.item.get("verdict") or "unknown")
+        for verdict in verdict_of.values():
             counts[verdict] = counts.get(verdict, 0) + 1
         summary = found.summary or {}
         listed_counts = summary.get("counts")
@@ -353,7 +353,7 @@ class Pages:
         if client_filter:
             shown = items
         else:
-            shown = [i for i in items if not verdicts or (i.verdict or "unknown") in verdicts]
+            shown = [i for i in items if not verdicts or verdict_of[i.idx] in verdicts]
         pages = max(1, -(-len(shown) // RUN_PAGE))
         page = min(page, pages)
         shown = shown[(page - 1) * RUN_PAGE : page * RUN_PAGE]

@@ -27,7 +27,7 @@ from bitfab.server.ui.values import (
 from bitfab.store.base import TestRun
 from bitfab.store.records import iso_to_us
 
-__all__ = ["ItemView", "diff_segments", "item_view", "run_row", "verdict_class"]
+__all__ = ["ItemView", "diff_segments", "item_verdict", "item_view", "run_row", "verdict_class"]
 
 _VERDICT_CLASSES = {
     "same": "same",
@@ -128,9 +128,14 @@ def _input_preview(value: object) -> str:
     return preview(value, 100)
 
 
+def item_verdict(verdict: str | None, item: Mapping[str, Any]) -> str:
+    """An item's verdict: the stored column, else the item's own field, else ``unknown``."""
+    return verdict or text(item.get("verdict"), 50) or "unknown"
+
+
 def item_view(idx: int, verdict: str | None, item: Mapping[str, Any]) -> ItemView:
     """A test run item (``ReplayItem.to_dict()`` as stored) for the run page."""
-    verdict_text = verdict or text(item.get("verdict"), 50) or "unknown"
+    verdict_text = item_verdict(verdict, item)
     changes: list[dict[str, str]] = []
     highlights: list[dict[str, Any]] = []
     more = 0

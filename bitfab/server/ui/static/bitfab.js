@@ -344,7 +344,7 @@
         if (row.hasAttribute("aria-expanded")) row.setAttribute("aria-expanded", open ? "true" : "false");
         row.hidden = !open && depth[i] > 0;
       });
-      if (current >= 0 && rows[current].hidden) select(0, false);
+      if (current >= 0 && rows[current].hidden) select(0);
     }
 
     function select(i, load) {
