@@ -11,6 +11,7 @@ Examples::
     bitfab keys create --name ci --scope ingest     # prints the key once
     bitfab serve --host 0.0.0.0 --port 8000 --db /var/lib/bitfab/bitfab.db
     bitfab serve --no-auth                          # loopback only
+    bitfab prune --older-than 30d                   # retention
 
 Errors are one line on stderr saying what to do, with exit status 1 (2 for a bad argument).
 """
@@ -44,6 +45,7 @@ from bitfab.cli.look import (
     _show,
     _traces,
 )
+from bitfab.cli.prune import _age, _prune
 from bitfab.cli.replaying import (
     _demo,
     _replay,
@@ -119,7 +121,58 @@ def _parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds a client has to send a body (default 30)",
     )
+    serve.add_argument(
+        "--retention",
+        type=_age,
+        default=None,
+        metavar="AGE",
+        help="delete traces older than AGE (e.g. 30d, 12h) in the background, in small batches;"
+        " test runs keep the traces they reference (default: keep everything)",
+    )
+    serve.add_argument(
+        "--retention-every",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="how often the retention runs (default 600)",
+    )
     serve.set_defaults(func=_serve)
+
+    prune = commands.add_parser(
+        "prune",
+        help="delete recordings older than an age, in small batches",
+        description="Delete whole traces (spans and completion records) whose root started"
+        " more than AGE ago, a few hundred per transaction so that a running server's ingest"
+        " is never held up. Traces that a test run references are kept unless"
+        " --include-test-runs also deletes the old test runs. Works on the store directly"
+        " (--db or $BITFAB_DB), like `bitfab keys`.",
+        epilog="example:\n  bitfab prune --older-than 30d --db /srv/bitfab.db\n"
+        "  bitfab prune --older-than 12h --key triage\n"
+        "  bitfab prune --older-than 90d --include-test-runs --db postgresql://bitfab@db/bitfab",
+        formatter_class=formatter,
+    )
+    prune.add_argument(
+        "--older-than",
+        type=_age,
+        required=True,
+        metavar="AGE",
+        help="an age: a number and a unit, s, m, h, d or w (30d, 12h, 2w)",
+    )
+    prune.add_argument("--key", default=None, help="only traces whose root is of this key")
+    prune.add_argument(
+        "--include-test-runs",
+        action="store_true",
+        help="also delete test runs created before the cutoff, and the traces they referenced",
+    )
+    prune.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=500,
+        metavar="N",
+        help="traces per transaction (default 500)",
+    )
+    _add_db(prune)
+    prune.set_defaults(func=_prune)
 
     keys = commands.add_parser(
         "keys",

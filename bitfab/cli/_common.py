@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from bitfab.config import display_url
 from bitfab.store import FunctionStats, Store, TestRun, TraceSummary, open_store
@@ -46,6 +48,19 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 def _open(args: argparse.Namespace) -> Store:
     return open_store(args.db or _default_db())
+
+
+def _shown_db(db: str) -> str:
+    """``db`` for messages: a URL's password (in the user part or the query) masked."""
+    if "://" not in db:
+        return db
+    parts = urlsplit(db)
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _db_flag(args: argparse.Namespace) -> str:

@@ -10,6 +10,7 @@ import sys
 from bitfab.cli._common import (
     CliError,
     _default_db,
+    _shown_db,
 )
 from bitfab.exceptions import MissingExtraError
 from bitfab.store import open_store
@@ -46,6 +47,8 @@ def _serve(args: argparse.Namespace) -> int:
             max_ingest_in_flight=args.max_ingest_in_flight,
             body_timeout=args.body_timeout,
         )
+        if args.retention_every <= 0:
+            raise ValueError("--retention-every must be more than 0 seconds")
         if args.header_timeout <= 0 or args.timeout_keep_alive < 1 or args.limit_concurrency < 1:
             raise ValueError(
                 "--header-timeout must be > 0, --timeout-keep-alive and --limit-concurrency >= 1"
@@ -59,6 +62,8 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_keep_alive=args.timeout_keep_alive,
         head_timeout=args.header_timeout,
         limit_concurrency=args.limit_concurrency,
+        retention_s=args.retention,
+        retention_every_s=args.retention_every,
     )
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -82,12 +87,12 @@ def _serve(args: argparse.Namespace) -> int:
             logging.getLogger("bitfab.server").warning(
                 "no API keys yet: every request will get 401; create one with"
                 " `bitfab keys create --db %s`",
-                db,
+                _shown_db(db),
             )
 
         def ready() -> None:
             print(
-                f"bitfab server on http://{shown}:{port} (store {db}"
+                f"bitfab server on http://{shown}:{port} (store {_shown_db(db)}"
                 + (", no auth" if not options.auth else "")
                 + ")",
                 file=sys.stderr,

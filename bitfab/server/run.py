@@ -20,6 +20,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from bitfab.retention import RetentionThread
 from bitfab.server.app import create_app
 from bitfab.server.body import Limits
 from bitfab.store.base import Store
@@ -79,6 +80,8 @@ class ServeOptions:
         limit_concurrency: int = 1000,
         graceful_timeout: int = 10,
         backlog: int = 2048,
+        retention_s: float | None = None,
+        retention_every_s: float = 600.0,
     ) -> None:
         self.auth = auth
         self.limits = limits or Limits()
@@ -88,6 +91,9 @@ class ServeOptions:
         self.limit_concurrency = limit_concurrency
         self.graceful_timeout = graceful_timeout
         self.backlog = backlog
+        self.retention_s = retention_s
+        """Delete traces older than this many seconds, in the background (None: keep all)."""
+        self.retention_every_s = retention_every_s
 
 
 def bind(host: str, port: int, *, backlog: int = 2048) -> socket.socket:
@@ -141,11 +147,18 @@ def serve(
     }
     server = uvicorn.Server(uvicorn.Config(app, **config_args))
     previous = {sig: signal.signal(sig, _stop_quietly) for sig in (signal.SIGTERM, signal.SIGINT)}
+    retention = None
+    if options.retention_s is not None:
+        retention = RetentionThread(store, options.retention_s, every_s=options.retention_every_s)
     try:
         if ready is not None:
             ready()
+        if retention is not None:
+            retention.start()
         server.run(sockets=[sock])
     finally:
+        if retention is not None:
+            retention.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sock.close()
