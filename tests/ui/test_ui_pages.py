@@ -265,6 +265,8 @@ def test_static_files_are_served(demo: Client) -> None:
         assert href, name
         answer = demo.get(href.group(1))
         assert answer.status_code == 200 and kind in answer.headers["content-type"]
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert "immutable" in answer.headers["cache-control"]
     script = demo.get("/static/bitfab.js").text
     assert not re.search(
         r"\.(inner|outer)HTML|insertAdjacentHTML|document\.write|\beval\(|new Function", script

@@ -19,8 +19,10 @@ step, nothing fetched from elsewhere).
 
 from __future__ import annotations
 
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from bitfab.server.auth import ServerContext
 from bitfab.server.ui.pages import Pages
@@ -28,6 +30,18 @@ from bitfab.server.ui.render import STATIC_DIR, Renderer
 from bitfab.server.ui.session import Session
 
 __all__ = ["UI", "routes"]
+
+
+class _Static(StaticFiles):
+    """The script, style sheet and icon. Pages link them with ``?v=<hash of the file>``, so a
+    browser may keep them for a year: a changed file gets a new URL."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        if response.status_code == 200:
+            response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+        return response
 
 
 class UI:
@@ -53,7 +67,7 @@ class UI:
             Route("/login", self.session.login_page, methods=["GET"]),
             Route("/login", self.session.login, methods=["POST"]),
             Route("/logout", self.session.logout, methods=["POST"]),
-            Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+            Mount("/static", _Static(directory=STATIC_DIR), name="static"),
         ]
 
 
