@@ -94,7 +94,7 @@ def _serve(args: argparse.Namespace) -> int:
             print(
                 f"bitfab server on http://{shown}:{port} (store {_shown_db(db)}"
                 + (", no auth" if not options.auth else "")
-                + ")",
+                + f"); web UI at http://{shown}:{port}/",
                 file=sys.stderr,
                 flush=True,
             )
