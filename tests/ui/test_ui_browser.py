@@ -250,3 +250,8 @@ def test_a_trace_of_5000_spans(page: Any, hostile_server: Server) -> None:
     deep.scroll_into_view_if_needed()
     deep.click()
     expect(page.locator("#detail .span-detail")).to_have_attribute("data-span", "big-100")
+
+
+def test_serve_prints_the_address_of_the_ui(demo_server: Server) -> None:
+    """`bitfab serve` says where the UI is."""
+    assert f"web UI at {demo_server.url}/" in "".join(demo_server.lines)
