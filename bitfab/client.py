@@ -210,7 +210,10 @@ class Bitfab:
             key_hash = hashlib.sha256((config.api_key or "").encode()).hexdigest()[:16]
             share_key = ("http", config.url, key_hash)
         else:
-            share_key = ("sqlite", os.path.abspath(config.db_path()))
+            db = config.db_path()
+            # A path is made absolute (one exporter per file, whatever the cwd); a URL
+            # (sqlite:///..., postgresql://...) is used as it is.
+            share_key = ("store", db if "://" in db else os.path.abspath(db))
         with _shared_lock:
             exporter = _shared.get(share_key)
             if exporter is None or exporter._stopping:

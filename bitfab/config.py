@@ -30,7 +30,8 @@ class Config:
 
     enabled: bool = True
     db: str | None = None
-    """Path of the embedded SQLite store; ``None`` means ``.bitfab/bitfab.db`` under the cwd."""
+    """The embedded store: a SQLite path, a ``sqlite:///`` or a ``postgresql://`` URL; ``None``
+    means ``.bitfab/bitfab.db`` under the cwd."""
     url: str | None = None
     """Root URL of a bitfab server: spans go there and replay runs against it (remote mode)."""
     api_key: str | None = field(default=None, repr=False)

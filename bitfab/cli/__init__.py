@@ -122,6 +122,14 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds a client has to send a body (default 30)",
     )
     serve.add_argument(
+        "--db-pool-size",
+        type=_positive,
+        default=10,
+        metavar="N",
+        help="PostgreSQL only: connections this server opens at most (default 10); with N"
+        " servers the database must allow N times this, plus headroom",
+    )
+    serve.add_argument(
         "--retention",
         type=_age,
         default=None,

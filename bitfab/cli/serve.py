@@ -71,7 +71,8 @@ def _serve(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     db = args.db or _default_db()
-    store = open_store(db)
+    is_postgres = db.split("://", 1)[0].lower() in ("postgresql", "postgres")
+    store = open_store(db, max_size=args.db_pool_size) if is_postgres else open_store(db)
     try:
         try:
             sock = bind(args.host, args.port)
