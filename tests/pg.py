@@ -78,3 +78,27 @@ def fresh_schema_url() -> Iterator[str]:
     """The URL of a new, empty schema (see :func:`fresh_schema`), dropped after the block."""
     with fresh_schema() as (url, _):
         yield url
+
+
+def catalog(schema: str) -> list[tuple[object, ...]]:
+    """Every table, index and column of ``schema`` with its type or definition, for tests that
+    check a hostile input changed nothing in the schema (RELIABILITY.md E7)."""
+    import psycopg
+
+    if PG_URL is None:
+        raise RuntimeError(SKIP_REASON)
+    with psycopg.connect(PG_URL) as conn:
+        return conn.execute(
+            """
+            SELECT c.relkind::text, c.relname::text, a.attname::text,
+                   pg_catalog.format_type(a.atttypid, a.atttypmod),
+                   pg_catalog.pg_get_indexdef(c.oid)
+            FROM pg_catalog.pg_class AS c
+            JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+            LEFT JOIN pg_catalog.pg_attribute AS a
+                ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+            WHERE n.nspname = %s
+            ORDER BY c.relname, a.attnum
+            """,
+            (schema,),
+        ).fetchall()

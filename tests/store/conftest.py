@@ -20,6 +20,7 @@ from bitfab.store import SQLiteStore, Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import pg
 from pg import PG_URL, SKIP_REASON, fresh_schema
 
 BACKENDS = [
@@ -50,24 +51,7 @@ def _catalog(store: Store) -> list[tuple[Any, ...]]:
     from bitfab.store.postgres import PostgresStore
 
     if isinstance(store, PostgresStore):
-        import psycopg
-
-        assert PG_URL is not None
-        with psycopg.connect(PG_URL) as conn:
-            return conn.execute(
-                """
-                SELECT c.relkind::text, c.relname::text, a.attname::text,
-                       pg_catalog.format_type(a.atttypid, a.atttypmod),
-                       pg_catalog.pg_get_indexdef(c.oid)
-                FROM pg_catalog.pg_class AS c
-                JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
-                LEFT JOIN pg_catalog.pg_attribute AS a
-                    ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                WHERE n.nspname = %s
-                ORDER BY c.relname, a.attnum
-                """,
-                (store.schema,),
-            ).fetchall()
+        return pg.catalog(store.schema)
     raise AssertionError(f"no catalog query for {store!r}")
 
 
