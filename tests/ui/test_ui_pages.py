@@ -174,6 +174,8 @@ def test_run_page_summary_items_and_links(demo: Client, demo_db: Path) -> None:
     for chip in ("all <b>36</b>", "same <b>26</b>", "changed <b>8</b>", "fixed <b>2</b>"):
         assert chip in page
     assert "1,752 → 0" in page
+    # the LLM step was mocked: the page says why the replay spent no tokens
+    assert "spend no tokens in a replay" in page
     assert page.count('<details class="item') == 36
     item = ids["changed"]
     assert f'href="/traces/{item.original_trace_id}"' in page
