@@ -208,7 +208,7 @@ def trace_view(
         root=root,
         start_us=t0,
         total_ms=total_ms,
-        ticks=[fmt_ms(total_ms * f / 4) if total_ms is not None else "" for f in range(5)],
+        ticks=[fmt_ms(total_ms * f / 2) if total_ms is not None else "" for f in range(3)],
         errors=sum(1 for row in rows if row.error is not None),
         tokens=sum(row.tokens for row in rows),
         mocked=sum(1 for row in rows if row.mocked),
