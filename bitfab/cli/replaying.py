@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from bitfab.cli._common import (
     _VERDICTS,
@@ -75,6 +75,48 @@ def _resolve_target(target: str, imports: Sequence[str]) -> Any:
     return matches[0].traced
 
 
+class _Progress:
+    """The replay's progress on stderr.
+
+    On a terminal: one line redrawn in place, a bar with the verdicts so far
+    (``[#########.........] 18/36  same 14 · changed 3 · fixed 1``). Elsewhere (CI logs): a
+    line at each tenth of the way and at the end, so a long replay doesn't flood the log.
+    """
+
+    WIDTH = 24
+
+    def __init__(self, stream: TextIO, *, interactive: bool) -> None:
+        self.stream = stream
+        self.interactive = interactive
+        self.counts: dict[str, int] = {}
+        self.shown_tenth = -1
+        self.drawn = False
+
+    def __call__(self, done: int, total: int, item: Any) -> None:
+        verdict = str(getattr(item, "verdict", "?"))
+        self.counts[verdict] = self.counts.get(verdict, 0) + 1
+        tally = " · ".join(f"{name} {n}" for name, n in sorted(self.counts.items()))
+        if self.interactive:
+            filled = self.WIDTH * done // max(total, 1)
+            bar = "#" * filled + "." * (self.WIDTH - filled)
+            text = f"[{bar}] {done}/{total}  {tally}"
+            self.stream.write("\r\033[K" + text)
+            self.stream.flush()
+            self.drawn = True
+            return
+        tenth = 10 * done // max(total, 1)
+        if tenth > self.shown_tenth or done == total:
+            self.shown_tenth = tenth
+            self.stream.write(f"replayed {done}/{total}: {tally}\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.interactive and self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
+
+
 def _fail_on(text: str) -> set[str]:
     verdicts = {part.strip() for part in text.split(",") if part.strip()}
     unknown = sorted(verdicts - set(_VERDICTS))
@@ -97,14 +139,7 @@ def _replay(args: argparse.Namespace) -> int:
         raise CliError(
             f"no store at {db}; record calls first (try `bitfab demo`) or pass --db PATH"
         )
-    interactive = sys.stderr.isatty()
-
-    def progress(done: int, total: int, item: Any) -> None:
-        end = "" if interactive and done < total else "\n"
-        lead = "\r" if interactive else ""
-        print(
-            f"{lead}replayed {done}/{total}: {item.verdict}", end=end, file=sys.stderr, flush=True
-        )
+    progress = _Progress(sys.stderr, interactive=sys.stderr.isatty())
 
     try:
         result = fn.replay(
@@ -117,6 +152,7 @@ def _replay(args: argparse.Namespace) -> int:
     except BitfabError as exc:
         raise CliError(_clip(str(exc), 300)) from None
     finally:
+        progress.close()
         bitfab.flush()
     if not result.items:
         raise CliError((result.message or f"no recorded calls of key {result.key!r}") + f" in {db}")

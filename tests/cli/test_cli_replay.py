@@ -63,13 +63,13 @@ def shop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str,
 def test_unchanged_code_replays_same_and_exits_0(
     shop: tuple[str, ModuleType], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """module:function; the table on stdout, one progress line per call on stderr."""
+    """module:function; the table on stdout, progress with the verdicts so far on stderr."""
     db, _ = shop
     assert main(["replay", "cli_shop:price", "--db", db]) == 0
     out, err = capsys.readouterr()
     assert out.startswith("replay of 'cli.price': 3 calls\n")
     assert "3 calls: 3 same" in out
-    assert err.splitlines() == [f"replayed {n}/3: same" for n in (1, 2, 3)]
+    assert err.splitlines() == [f"replayed {n}/3: same {n}" for n in (1, 2, 3)]
 
 
 def test_a_change_fails_with_fail_on_and_json_parses(
@@ -238,3 +238,29 @@ def test_calls_recorded_by_running_the_script_replay_when_it_is_imported(
     items = json.loads(out)["items"]
     assert sorted(item["verdict"] for item in items) == ["same", "same"]
     assert sorted(item["result"] for item in items) == [25.0, 37.5]
+
+
+def test_progress_is_a_bar_on_a_terminal_and_a_line_per_tenth_elsewhere() -> None:
+    import io
+    from types import SimpleNamespace
+
+    from bitfab.cli.replaying import _Progress
+
+    log = io.StringIO()
+    progress = _Progress(log, interactive=False)
+    for n in range(1, 101):
+        progress(n, 100, SimpleNamespace(verdict="changed" if n % 4 == 0 else "same"))
+    progress.close()
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 11
+    assert lines[0] == "replayed 1/100: same 1"
+    assert lines[-1] == "replayed 100/100: changed 25 · same 75"
+
+    screen = io.StringIO()
+    progress = _Progress(screen, interactive=True)
+    for n in range(1, 4):
+        progress(n, 3, SimpleNamespace(verdict="same"))
+    progress.close()
+    frames = screen.getvalue().split("\r\033[K")[1:]
+    assert frames[0] == "[" + "#" * 8 + "." * 16 + "] 1/3  same 1"
+    assert frames[-1] == "[" + "#" * 24 + "] 3/3  same 3\n"
