@@ -46,8 +46,22 @@ T = TypeVar("T")
 # here and never finalized; psycopg itself skips PQfinish for connections of another pid.
 _INHERITED: list[ConnectionPool[Any]] = []
 
-# Transactions that lost a serialization or deadlock race are run again this many times in all.
+# Transactions that lost a serialization or deadlock race, or found PostgreSQL's lock table
+# full, are run again this many times in all.
 _ATTEMPTS = 5
+
+# Failures of a transaction that leave nothing behind (it was rolled back) and that another
+# attempt a moment later usually avoids. OutOfMemory (53200) is, in practice, "out of shared
+# memory": the lock table is full. Each write holds a shared advisory lock per trace it
+# touches until it commits (a batch of 512 one-span traces: 512 locks), and the table holds
+# about max_locks_per_transaction x max_connections (64 x 100 by default) for the whole
+# database server, so ~12-19 such writes at once (e.g. two servers, 10 connections each) can
+# fill it; it empties as they commit.
+_TRANSIENT = (
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.OutOfMemory,
+)
 
 # -- NUL escaping ----------------------------------------------------------------------------
 #
@@ -229,11 +243,12 @@ class Connections:
     ) -> T:
         """``work(conn)`` on a pooled connection, in a transaction unless told otherwise.
 
-        A transaction that fails with a serialization failure or a deadlock is run again, a
-        few times, after a short random pause; one whose connection turns out to be dead (the
-        server restarted since the pool opened it) once more on a fresh connection, unless
-        ``retry_lost_connection`` is False (for work that must not run twice). ``snapshot``
-        makes a read-only REPEATABLE READ transaction: several reads that see one state.
+        A transaction that fails with a serialization failure, a deadlock or a full lock
+        table is run again, a few times, after a short random pause; one whose connection
+        turns out to be dead (the server restarted since the pool opened it) once more on a
+        fresh connection, unless ``retry_lost_connection`` is False (for work that must not
+        run twice). ``snapshot`` makes a read-only REPEATABLE READ transaction: several reads
+        that see one state.
         """
         attempt = 0
         lost_retried = not retry_lost_connection
@@ -249,7 +264,7 @@ class Connections:
                                 "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
                             )
                         return work(conn)
-            except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected) as exc:
+            except _TRANSIENT as exc:
                 if attempt >= _ATTEMPTS:
                     raise self.error(exc, doing) from exc
                 time.sleep(random.uniform(0.005, 0.02) * attempt)  # jitter
@@ -333,6 +348,11 @@ class Connections:
             return StoreBusyError(
                 f"{doing} {where}: another transaction held the rows or locks needed ({detail});"
                 " retry later",
+            )
+        if isinstance(exc, psycopg.errors.OutOfMemory):  # 53200: the lock table is full
+            return StoreBusyError(
+                f"{doing} {where}: PostgreSQL ran out of shared memory ({detail}); retry later,"
+                " or raise its max_locks_per_transaction"
             )
         if sqlstate == "53100" or sqlstate == "58030":  # disk_full, io_error
             return StoreFullError(
