@@ -12,7 +12,7 @@ Four configurations, measured in one run so that their ratios compare:
 
 Each backend's store first gets 1,000,000 spans (250,000 traces of 4 spans, 50 root keys),
 written by ``server.build_store`` through the store's public ``open_store(url).write`` in
-batches of 2,500 traces; the build is timed. Then 3 rounds; in each, every configuration in
+batches of 2,500 traces; the build is timed. Then 4 rounds; in each, every configuration in
 turn (the order rotates, so a burst of load from elsewhere on this shared machine does not
 fall on one configuration): its server(s) start (``python -m bitfab serve --no-auth --db
 <store>``, each on its own loopback port); ``POST /api/sdk/replay/start`` with ``limit=100``
@@ -191,6 +191,7 @@ def ingest_client(config: dict[str, Any]) -> dict[str, Any]:
     statuses: dict[str, int] = {}
     latencies: list[float] = []
     failures: list[str] = []
+    by_server = [0] * len(urls)
 
     def worker(index: int) -> None:
         url = urls[index % len(urls)]
@@ -234,6 +235,7 @@ def ingest_client(config: dict[str, Any]) -> dict[str, Any]:
             totals["requests"] += requests
             totals["acknowledged"] += acknowledged
             totals["exceptions"] += exceptions
+            by_server[index % len(urls)] += spans
             for name, count in bad.items():
                 statuses[name] = statuses.get(name, 0) + count
             latencies.extend(mine)
@@ -283,6 +285,7 @@ def ingest_client(config: dict[str, Any]) -> dict[str, Any]:
         **totals,
         "statuses": statuses,
         "seconds": seconds,
+        "spans_by_server": by_server,
         "latencies_ms": [round(1000 * x, 2) for x in latencies],
         # CPU seconds over the window
         "servers_cpu_s": servers_cpu,
@@ -400,7 +403,9 @@ def run_round(
     window = report["seconds"]
     errors = report["exceptions"] + sum(report["statuses"].values())
     print(
-        f"{config.name}: {report['spans'] / window:,.0f} spans/s; CPU: server"
+        f"{config.name}: {report['spans'] / window:,.0f} spans/s"
+        f" ({' + '.join(f'{x / window:,.0f}' for x in report['spans_by_server'])});"
+        f" max {max(report['latencies_ms'], default=0):.0f} ms; CPU: server"
         f" {' + '.join(_percent(c, window) for c in report['servers_cpu_s'])}, PostgreSQL"
         f" {_percent(report['pg_cpu_s'], window)} (backends of these servers"
         f" {_percent(report['pg_backends_cpu_s'], window)}), client"
@@ -459,6 +464,10 @@ def summary(config: Config) -> dict[str, Any]:
         "name": config.name,
         "servers": config.servers,
         "rates": [r["spans"] / r["seconds"] for r in rounds],
+        "by_server": [
+            sum(r["spans_by_server"][i] for r in rounds) / seconds for i in range(config.servers)
+        ],
+        "max_ms": latencies[-1] if latencies else None,
         "spans_per_s": median([r["spans"] / r["seconds"] for r in rounds]),
         "p50_ms": latencies[len(latencies) // 2] if latencies else None,
         "p95_ms": latencies[int(0.95 * (len(latencies) - 1))] if latencies else None,
@@ -577,88 +586,117 @@ def notes(by_name: dict[str, dict[str, Any]]) -> list[str]:
     lite1, lite2 = by_name.get(NAMES[0]), by_name.get(NAMES[3])
     pg1, pg2 = by_name.get(NAMES[1]), by_name.get(NAMES[2])
     out = []
-    if lite1 and pg1 and lite1["server_us"] and pg1["server_us"] and pg1["pg_us"]:
-        lite_total = lite1["server_us"] + lite1["client_us"]
+    if not (lite1 and lite1["server_us"]):
+        return out
+    lite_total = lite1["server_us"] + lite1["client_us"]
+    lite_cap, lite_ceiling = 1e6 / lite1["server_us"], 2e6 / lite_total
+    has_pg = bool(pg1 and pg1["server_us"] and pg1["pg_us"])
+    if pg1 and has_pg:
         pg_total = pg1["server_us"] + pg1["pg_us"] + pg1["client_us"]
+        pg_cap, pg_ceiling = 1e6 / pg1["server_us"], 2e6 / pg_total
         out.append(
             f"**Where a span's CPU goes.** With SQLite the server process does everything,"
             f" SQLite's inserts included: {_us(lite1['server_us'])} us of CPU per span. With"
             f" PostgreSQL the server spends {_us(pg1['server_us'])} us per span (the same"
             " parsing and checking; building the parameters and talking to PostgreSQL instead of"
             f" running SQLite) and PostgreSQL {_us(pg1['pg_us'])} us more (the inserts into the"
-            " table and its 5 indexes, WAL, commits; its backends for these servers alone:"
-            f" {_us(pg1['pg_backends_us'])} us). Counting the"
-            f" client's ~{_us(pg1['client_us'])} us, a span costs {_us(lite_total)} us of this"
-            f" machine's CPU with SQLite and {_us(pg_total)} us with PostgreSQL, so both cores"
-            f" together can carry at most {_rounded(2e6 / lite_total)} spans/s with SQLite and"
-            f" {_rounded(2e6 / pg_total)} with PostgreSQL, whatever the number of servers."
+            " table and its indexes, WAL, commits; its backends for these servers alone:"
+            f" {_us(pg1['pg_backends_us'])} us). With the client's ~{_us(pg1['client_us'])} us,"
+            f" a span costs {_us(lite_total)} us of this machine's CPU with SQLite and"
+            f" {_us(pg_total)} us with PostgreSQL. So on an otherwise idle 2-core machine both"
+            f" cores together carry at most {_rounded(lite_ceiling)} spans/s with SQLite and"
+            f" {_rounded(pg_ceiling)} with PostgreSQL, however many servers; and one server,"
+            " whose Python code runs on one core at a time (the GIL: only SQLite's own C code"
+            " and socket waits run outside it), tops out near 1 s / its CPU per span:"
+            f" {_rounded(lite_cap)} spans/s with SQLite, {_rounded(pg_cap)} with PostgreSQL."
+        )
+        full = (pg1["machine_cpu"] or 0) >= 1.8
+        why = (
+            f"the machine was full ({_percent(pg1['machine_cpu'])} of 200% busy), and"
+            f" PostgreSQL's own work ({_percent(pg1['pg_cpu'])}) and other processes on this"
+            f" shared machine ({_percent(pg1['others_cpu'])}) took the rest, so the ratio"
+            f" follows the CPU per span ({_us(lite_total)} vs {_us(pg_total)} us)"
+            if full
+            else f"the machine had room ({_percent(pg1['machine_cpu'])} of 200% busy), so the"
+            " server was waiting on PostgreSQL's answers"
         )
         out.append(
             f"**One server.** PostgreSQL: {pg1['spans_per_s']:,.0f} spans/s,"
             f" {_ratio(pg1['spans_per_s'], lite1['spans_per_s'])} SQLite's"
-            f" {lite1['spans_per_s']:,.0f}. A server's Python code runs on one core at a time"
-            " (the GIL; only SQLite's own C code and waiting on sockets run outside it), so one"
-            f" server tops out near 1 s / its CPU per span: {_rounded(1e6 / lite1['server_us'])}"
-            f" spans/s with SQLite, {_rounded(1e6 / pg1['server_us'])} with PostgreSQL. Here it"
-            f" got {_percent(lite1['server_cpu'])} and {_percent(pg1['server_cpu'])} of a core;"
-            f" PostgreSQL took {_percent(pg1['pg_cpu'])}, the client"
-            f" {_percent(pg1['client_cpu'])}, and the rest of this shared machine"
-            f" {_percent(lite1['others_cpu'])} / {_percent(pg1['others_cpu'])} (other processes,"
-            " and kernel time charged to none of these)."
+            f" {lite1['spans_per_s']:,.0f}. The SQLite server ran at"
+            f" {_percent(lite1['server_cpu'])} of a core, the PostgreSQL one at"
+            f" {_percent(pg1['server_cpu'])}: {why}."
         )
-    if pg1 and pg2 and pg1["server_us"] and pg1["pg_us"]:
-        pg_total = pg1["server_us"] + pg1["pg_us"] + pg1["client_us"]
-        ceiling, one = 2e6 / pg_total, 1e6 / pg1["server_us"]
-        headroom = (
-            f"a second server can add at most {100 * (ceiling / one - 1):.0f}% here, and only"
-            " on an otherwise idle machine, by taking CPU that PostgreSQL and the client then"
-            " lack"
-            if ceiling > one
-            else "one server alone already reaches the machine's ceiling, so a second one can"
-            " add nothing here"
-        )
+    if pg1 and pg2 and has_pg:
+        gain = 100 * (pg_ceiling / pg_cap - 1)
         out.append(
             f"**Two servers on PostgreSQL**: {pg2['spans_per_s']:,.0f} spans/s"
-            f" ({_ratio(pg2['spans_per_s'], pg1['spans_per_s'])} one server's), the servers at"
+            f" ({_ratio(pg2['spans_per_s'], pg1['spans_per_s'])} one server's; per round"
+            f" {', '.join(f'{x:,.0f}' for x in pg2['rates'])}), the servers at"
             f" {' + '.join(_percent(c) for c in pg2['servers_cpu'])} of a core, PostgreSQL at"
-            f" {_percent(pg2['pg_cpu'])}, the machine at {_percent(pg2['machine_cpu'])} of 200%."
-            f" On 2 cores both cores carry at most {_rounded(ceiling)} spans/s with PostgreSQL"
-            f" and one server is capped near {_rounded(one)}: {headroom}. On separate machines"
-            f" each server brings its own core ({_rounded(one)} spans/s each) and PostgreSQL"
-            f" needs ~{_us(pg1['pg_us'])} us of its CPU per span ({_rounded(1e6 / pg1['pg_us'])}"
-            " spans/s per core of the database machine; its backends, one per connection, run in"
-            " parallel), so throughput grows with servers until the database's cores or disk"
-            " are the limit."
+            f" {_percent(pg2['pg_cpu'])}, other processes at {_percent(pg2['others_cpu'])}"
+            f" (with one server: {_percent(pg1['others_cpu'])}), the machine at"
+            f" {_percent(pg2['machine_cpu'])} of 200%. A second server on the same 2 cores"
+            " brings no CPU: it can only take some from the first, from PostgreSQL, from the"
+            " client and from whatever else runs, so the ratio here follows the others' load"
+            " more than the number of servers. On an idle 2-core machine the ceiling with"
+            f" PostgreSQL ({_rounded(pg_ceiling)}) is "
+            + (
+                f"only ~{gain:.0f}% above one server's cap ({_rounded(pg_cap)}): that is all a"
+                " second server could add here."
+                if gain > 0
+                else f"below one server's cap ({_rounded(pg_cap)}): a second server could add"
+                " nothing here."
+            )
+            + f" On separate machines each server brings its own core ({_rounded(pg_cap)}"
+            f" spans/s each) and PostgreSQL needs ~{_us(pg1['pg_us'])} us of its CPU per span"
+            f" ({_rounded(1e6 / pg1['pg_us'])} spans/s per core of the database machine; its"
+            " backends, one per connection, run in parallel), so throughput grows with servers"
+            " until the database's cores or disk are the limit."
         )
-    if lite1 and lite2:
+    if lite2:
         waits = (
             "no request waited past the store's 5 s busy timeout"
             if not lite2["errors"]
             else f"errors: {_errors(lite2)} (a write that waits past the busy timeout gets 503"
             " with Retry-After, and the SDK retries it)"
         )
+        low, high = sorted(lite2["by_server"])[0], sorted(lite2["by_server"])[-1]
+        split = (
+            f"The two servers got {' + '.join(f'{x:,.0f}' for x in lite2['by_server'])} spans/s:"
+            " the process that just committed often takes the lock again at once (its next"
+            " batch is already waiting on its in-process lock) while the other sleeps in"
+            " SQLite's busy handler, which polls with growing pauses, so one server can starve"
+            f" the other for a while (max {_ms(lite2['max_ms'])} ms a request)."
+            if not low or high / low > 1.5
+            else f"The two servers got {' + '.join(f'{x:,.0f}' for x in lite2['by_server'])}"
+            f" spans/s (max {_ms(lite2['max_ms'])} ms a request)."
+        )
         out.append(
             f"**Two servers on one SQLite file**: {lite2['spans_per_s']:,.0f} spans/s"
             f" ({_ratio(lite2['spans_per_s'], lite1['spans_per_s'])} one server's), p95"
             f" {_ms(lite2['p95_ms'])} ms a request (one server: {_ms(lite1['p95_ms'])} ms); {waits}."
-            " SQLite lets one writer at a time hold the file, but a server holds it only while it"
-            " inserts a batch: the other process parses and checks its next batch meanwhile, on"
-            " the second core, and SQLite needs no CPU beyond the servers', so on 2 cores this"
-            " can gain where PostgreSQL cannot. It stays one machine (one file; SQLite over a"
-            " network filesystem is not safe), and the lock waits grow with the writers: a"
-            " write that waits past the busy timeout is refused with 503."
+            f" {split} SQLite lets one writer at a time hold the file, but a server holds it only"
+            " while it inserts a batch: the other process can parse and check its next batch"
+            " meanwhile, and SQLite needs no CPU beyond the servers'. So on 2 cores two SQLite"
+            " servers can gain where PostgreSQL cannot: the idle-machine ceiling"
+            f" ({_rounded(lite_ceiling)}) is well above one server's cap ({_rounded(lite_cap)});"
+            f" here the machine was at {_percent(lite2['machine_cpu'])} of 200%, other"
+            f" processes taking {_percent(lite2['others_cpu'])}. It stays one machine (one file;"
+            " SQLite over a network filesystem is not safe), and the lock waits grow with the"
+            " writers."
         )
-    if lite1 and pg1:
+    if pg1:
+        lite_ms = median(lite1["start"]["run"]["times"])
+        pg_ms = median(pg1["start"]["run"]["times"])
         out.append(
-            "**`replay/start`** (limit=100, `dryRun: false`): median"
-            f" {median(lite1['start']['run']['times']):.1f} ms on SQLite,"
-            f" {median(pg1['start']['run']['times']):.1f} ms on PostgreSQL"
-            f" ({_ratio(median(pg1['start']['run']['times']), median(lite1['start']['run']['times']))})."
-            " The selection itself is one indexed query on both (plans below), but to name each"
-            " item's model the server reads the spans of each of the 100 traces, one query per"
-            " trace (these roots carry no usage of their own): 100 round trips, each a pool"
-            " checkout, a statement and a context switch to a PostgreSQL backend, where SQLite"
-            " answers in-process."
+            f"**`replay/start`** (limit=100, `dryRun: false`): median {lite_ms:.1f} ms on"
+            f" SQLite, {pg_ms:.1f} ms on PostgreSQL ({_ratio(pg_ms, lite_ms)}). The selection"
+            " itself is one indexed query on both (plans below), but to name each item's model"
+            " the server reads the spans of each of the 100 traces, one query per trace (these"
+            " roots carry no usage of their own): 100 round trips, each a pool checkout, a"
+            " statement and a context switch to a PostgreSQL backend, where SQLite answers"
+            " in-process."
         )
     return out
 
@@ -681,8 +719,10 @@ def report_body(
                 s["name"],
                 f"{s['spans_per_s']:,.0f}",
                 ", ".join(f"{x:,.0f}" for x in s["rates"]),
+                " + ".join(f"{x:,.0f}" for x in s["by_server"]),
                 _ms(s["p50_ms"]),
                 _ms(s["p95_ms"]),
+                _ms(s["max_ms"]),
                 " + ".join(_percent(c) for c in s["servers_cpu"]),
                 _percent(s["pg_cpu"]),
                 _percent(s["client_cpu"]),
@@ -708,8 +748,10 @@ def report_body(
             "configuration",
             "spans/s (median)",
             "spans/s per round",
+            "spans/s per server",
             "p50 ms/request",
             "p95 ms/request",
+            "max ms/request",
             "server CPU",
             "PostgreSQL CPU",
             "client CPU",
@@ -720,7 +762,7 @@ def report_body(
             "rows added",
         ],
         ingest_rows,
-        align="lrrrrrrrrrlrr",
+        align="lrrrrrrrrrrrlrr",
     )
     start_table = table(
         [
@@ -781,33 +823,38 @@ Command: `{command_line()}` (run from the repository root), {time.strftime("%Y-%
 {pg_line}
 - versions: bitfab {bitfab.__version__} ({source()}), httpx {httpx.__version__}, psycopg {setup["psycopg"]}
 
-Everything runs on this one 2-core machine: the servers, PostgreSQL, the client process (and,
-the machine being shared, whatever else runs there: the "others' CPU" column). Every server is
-`python -m bitfab serve --no-auth --log-level warning --db <store>` on 127.0.0.1 (uvicorn,
-default limits; the PostgreSQL store's pool of up to 10 connections). Each backend's store
-first gets {setup["spans"]:,} spans ({setup["spans"] // 4:,} traces of 4 spans over {KEYS} root
-keys) through its public `open_store(url).write`, in batches of 2,500 traces, as
-`benchmarks/server.py` builds its store:
+How it runs:
 
-{chr(10).join(build_lines)}
-
-Then {setup["rounds"]} round(s); in each, every configuration in turn (the order rotates from
-round to round, so that a burst of load from elsewhere does not fall on one configuration):
-its server(s) start; {setup["start_calls"]} `POST /api/sdk/replay/start` with
-`{{"traceFunctionKey": "{START_KEY}", "limit": 100}}` and `dryRun: false` (each creates a test
-run of 100 items), then as many with `dryRun: true`, alternating between the servers, after one
-untimed call on each; then one client process posts `{{"spans": [512 records]}}` to
-`/api/bitfab/v1/ingest` over {CONNECTIONS} keep-alive connections (2 per server when there are
-two) for {setup["seconds"]:.0f} s after {setup["warmup"]:.1f} s of warm-up; the servers stop and
-the spans are counted. The records are the SDK's record of a traced `f(1)`
-({setup["record_bytes"]} bytes of JSON) with fresh time-ordered ids. spans/s = spans
-acknowledged (200, all 512 accepted) by answers that arrived within the window / the window:
-the median of the rounds, and each round. CPU over the windows, 100% = one core: the servers;
-PostgreSQL = all its processes (the backends of these servers, the WAL writer, checkpointer,
-autovacuum...) except other clients' backends; the client; others = the rest of the
-machine's busy time (other processes, and kernel time charged to no process). CPU us/span: the servers' and PostgreSQL's CPU time / the spans
-acknowledged in the windows. Each ingest adds to its backend's store, so the later rounds run
-on a larger store.
+- Everything on this one 2-core machine: the servers, PostgreSQL, the client process and,
+  the machine being shared, whatever else runs there (the "others' CPU" column).
+- Each server: `python -m bitfab serve --no-auth --log-level warning --db <store>` on
+  127.0.0.1 (uvicorn, default limits; PostgreSQL through the store's pool of up to 10
+  connections).
+- The stores: {setup["spans"]:,} spans each ({setup["spans"] // 4:,} traces of 4 spans over
+  {KEYS} root keys), written through the store's public `open_store(url).write` in batches of
+  2,500 traces, as `benchmarks/server.py` builds its store:
+{chr(10).join("  " + line for line in build_lines)}
+- {setup["rounds"]} round(s); in each, every configuration in turn, the order rotating from
+  round to round so that a burst of load from elsewhere does not fall on one configuration:
+  its server(s) start, `replay/start` is timed, the client ingests, the servers stop, the
+  spans are counted. Each ingest adds to its backend's store: later rounds run on a larger
+  store.
+- `replay/start`: {setup["start_calls"]} calls with `{{"traceFunctionKey": "{START_KEY}",
+  "limit": 100, "dryRun": false}}` (each creates a test run of 100 items), then as many with
+  `dryRun: true`, alternating between the servers, after one untimed call on each.
+- Ingest: one client process posts `{{"spans": [512 records]}}` to `/api/bitfab/v1/ingest`
+  over {CONNECTIONS} keep-alive connections (2 per server when there are two) for
+  {setup["seconds"]:.0f} s after {setup["warmup"]:.1f} s of warm-up. The records are the SDK's
+  record of a traced `f(1)` ({setup["record_bytes"]} bytes of JSON) with fresh time-ordered
+  ids. spans/s = spans acknowledged (200, all 512 accepted) by answers that arrived within the
+  window / the window: the median of the rounds, and each round.
+- CPU over the windows, 100% = one core: the servers; PostgreSQL = all its processes (the
+  backends of these servers, the WAL writer, checkpointer, autovacuum...) except other
+  clients' backends; the client; others' = the rest of the machine's busy time (other
+  processes, and kernel time charged to no process). CPU us/span = that CPU time / the spans
+  acknowledged in the windows.
+- Rows: the spans are counted before and after each ingest; "rows added" sums the
+  differences, "spans acknowledged" the spans of the answers with 200.
 
 ### Ingest
 
@@ -842,7 +889,7 @@ def main() -> int:
     began = time.perf_counter()
     setup: dict[str, Any] = {
         "spans": 4 * (5_000 if quick else 250_000),
-        "rounds": 1 if quick else 3,
+        "rounds": 1 if quick else 4,
         "seconds": 2.0 if quick else 10.0,
         "warmup": 0.5 if quick else 1.5,
         "start_calls": 10 if quick else 7,
