@@ -293,17 +293,19 @@ def queries(data: Data) -> list[Query]:
         Query(
             "The functions list",
             "functions()",
-            "An aggregate over every non-replay span: a full scan on both backends (see below).",
-            (lite_sql.FUNCTION_TOTALS, ()),
-            (pg_sql.FUNCTION_TOTALS, ()),
+            "Reads the per-key summary (function_stats) in primary-key order: one row per key, "
+            "whatever the number of spans.",
+            (lite_sql.FUNCTIONS, ()),
+            (pg_sql.FUNCTIONS, ()),
             lambda s: s.functions(),
         ),
         Query(
-            "The functions list: each key's newest name",
-            "functions()",
-            "SQLite: a window over the whole table. PostgreSQL: DISTINCT ON after a sort.",
-            (lite_sql.FUNCTION_NAMES, ()),
-            (pg_sql.FUNCTION_NAMES, ()),
+            "The functions list: a key's ends, read again after a delete",
+            "write(drop) / prune(...)",
+            "Run for each key that lost calls: two short walks of spans_calls_by_key, from either "
+            "end of the key's range.",
+            (lite_sql.REREAD_FUNCTION_ENDS, {"key": key}),
+            (pg_sql.REREAD_FUNCTION_ENDS, {"key": key}),
             None,
         ),
         Query(
@@ -544,15 +546,13 @@ connection from the pool (about 0.3 ms here), which is most of its time for the 
   matches. Either way a rare term costs a read of all of the key's roots. A trigram index
   (`pg_trgm`) would make it cheap on PostgreSQL; it is not there yet, because every index costs
   ingest speed and searches are rare.
-- **The functions list is an aggregate over every non-replay span, and no index makes it
-  cheap**: both backends scan the table once per statement (SQLite runs three statements,
-  PostgreSQL two). Its time grows linearly with the store, as the table above shows for this
-  size. A covering index would only turn the table scan into an index scan of nearly the same
-  size. What would help at scale is a per-key summary kept at write time (counts and token sums
-  as atomic upserts; the median and the newest name need the rows, so they would be
-  approximated or computed for one key on demand), or retention (`prune`) keeping the table
-  small; until a store is large enough for this to matter, the scan is kept, because it is
-  exact.
+- **The functions list reads a summary, not the spans**: `function_stats` holds one row per
+  key, which every write, drop and prune updates in its own transaction (counts and token
+  sums added or subtracted, the newest call compared, durations in a histogram with
+  logarithmic buckets). Its cost grows with the number of keys, not of spans. After a delete,
+  each key that lost calls has its first start and newest call read again through
+  `spans_calls_by_key (key, start_us, id)` (non-replay spans with a key): two short index
+  walks. That index is the price of keeping those fields exact: every keyed span is in it.
 
 ## The queries
 

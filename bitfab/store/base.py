@@ -135,11 +135,15 @@ class WriteResult:
 
 @dataclass(frozen=True)
 class FunctionStats:
-    """What was recorded for one ``traceFunctionKey`` outside of replays."""
+    """What was recorded for one ``traceFunctionKey`` outside of replays.
+
+    Every field is exact (kept in a per-key summary that each write, drop and prune updates in
+    its transaction) except ``p50_duration_ms``, which is within 2% of the exact median.
+    """
 
     key: str
     name: str | None
-    """The span name of the newest call."""
+    """The span name of the newest call (by start, then id)."""
     calls: int
     """Recorded calls of the key, as a root or nested."""
     root_calls: int
@@ -150,7 +154,10 @@ class FunctionStats:
     """Earliest start of a call, in microseconds since the epoch."""
     last_seen_us: int | None
     p50_duration_ms: float | None
-    """Median duration of the calls (the mean of the middle two for an even count)."""
+    """Median duration of the calls (the mean of the middle two for an even count), read from a
+    histogram with logarithmic buckets: within 2% of the exact median
+    (:data:`bitfab.store.function_stats.ACCURACY`; when the middle two durations have one
+    sign, as they do unless a clock went backwards). None when no call has a duration."""
     input_tokens: int
     """Tokens of the key's own spans' usage entries; a trace's totals are in ``traces()``."""
     output_tokens: int
@@ -311,7 +318,9 @@ class Store(Protocol):
         """Statistics per key over non-replay spans, ordered by key.
 
         Keys that were only ever called nested (never a root) are listed with
-        ``root_calls == 0``. Spans without a key are left out.
+        ``root_calls == 0``. Spans without a key are left out, and so is a key whose calls were
+        all deleted (dropped or pruned). Reads a summary kept at write time: its cost depends
+        on the number of keys, not of spans.
         """
         ...
 

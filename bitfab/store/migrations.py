@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bitfab.exceptions import StoreError
+from bitfab.store import sqlite_sql as sql
+from bitfab.store.function_stats import Changes
 from bitfab.store.records import utc_now_iso
 
 __all__ = ["LATEST_VERSION", "MIGRATIONS", "Migration", "migrate"]
@@ -22,11 +26,22 @@ __all__ = ["LATEST_VERSION", "MIGRATIONS", "Migration", "migrate"]
 
 @dataclass(frozen=True)
 class Migration:
-    """One step of the schema: its version, a name for people, and its statements."""
+    """One step of the schema: its version, a name for people, and its statements.
+
+    ``backfill``, if given, runs after the statements in the same transaction, with the
+    migration's connection: for data that SQL alone cannot compute.
+    """
 
     version: int
     name: str
     statements: tuple[str, ...]
+    backfill: Callable[[Any], None] | None = None
+
+
+def _backfill_function_stats(conn: sqlite3.Connection) -> None:
+    changes = Changes()
+    changes.add(conn.execute(sql.ALL_CALLS))
+    conn.executemany(sql.UPSERT_FUNCTION_STATS, changes.params())
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -158,6 +173,35 @@ MIGRATIONS: tuple[Migration, ...] = (
             " WHERE replay_trace_id IS NOT NULL",
         ),
     ),
+    Migration(
+        4,
+        "function stats",
+        (
+            # One row per key for Store.functions(), kept by every write and delete in its
+            # transaction (bitfab.store.function_stats); durations is a JSON histogram.
+            """
+            CREATE TABLE function_stats (
+                key TEXT PRIMARY KEY NOT NULL,
+                calls INTEGER NOT NULL,
+                root_calls INTEGER NOT NULL,
+                errors INTEGER NOT NULL,
+                first_seen_us INTEGER,
+                last_seen_us INTEGER,
+                last_id TEXT,
+                name TEXT,
+                input_tokens INTEGER NOT NULL,
+                output_tokens INTEGER NOT NULL,
+                cached_tokens INTEGER NOT NULL,
+                durations TEXT NOT NULL
+            )
+            """,
+            # A key's calls in start order: after a delete, the key's first start and newest
+            # call are two seeks here rather than a scan of the table.
+            "CREATE INDEX spans_calls_by_key ON spans (key, start_us, id)"
+            " WHERE key IS NOT NULL AND test_run_id IS NULL",
+        ),
+        _backfill_function_stats,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -208,6 +252,8 @@ def migrate(
                 conn.execute(_CREATE_VERSION_TABLE)
                 for statement in migration.statements:
                     conn.execute(statement)
+                if migration.backfill is not None:
+                    migration.backfill(conn)
                 conn.execute(_RECORD_VERSION, (migration.version, migration.name, utc_now_iso()))
                 current = migration.version
             conn.execute("COMMIT")

@@ -12,7 +12,7 @@ of NUL characters in ``postgres_conn``.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -32,6 +32,7 @@ from bitfab.store.base import (
     check_limit,
     check_search,
 )
+from bitfab.store.function_stats import Call, Changes, call_of, median, stats_durations
 from bitfab.store.postgres_conn import (
     Connections,
     escape,
@@ -148,6 +149,10 @@ class PostgresStore(Store):
         # the same order, never in a cycle. The sort is stable, so the first of two records
         # with one id is still the one inserted.
         span_params = sorted((_span_params(row, record) for row, record in incoming.spans), key=_id)
+        # What each id's first record (the one inserted, if any is) adds to the summary.
+        calls: dict[str, Call | None] = {}
+        for row, _ in incoming.spans:
+            calls.setdefault(escape(row.id), call_of(row))
         now_us = time.time_ns() // 1000
         drop_params = sorted(
             (escape_row((*row, trace_start_us(row, now_us))) for row in incoming.drops), key=_id
@@ -176,11 +181,12 @@ class PostgresStore(Store):
 
         def work(conn: Conn) -> tuple[int, int, int]:
             cur = conn.cursor()
+            changes = Changes()
             if lock_keys:
                 cur.execute(sql.LOCK_TRACES, locks)
             if drop_params:
                 cur.executemany(sql.DROP_TRACE, drop_params)
-                cur.execute(sql.DELETE_SPANS_OF_TRACES, (drop_ids,))
+                changes.remove(_counted(cur.execute(sql.DELETE_CALLS_OF_TRACES, (drop_ids,))))
             kept = span_params
             if span_params:
                 dropped = {tid for (tid,) in cur.execute(sql.DROPPED_AMONG, (span_trace_ids,))}
@@ -188,11 +194,15 @@ class PostgresStore(Store):
                     kept = [p for p in span_params if p[1] not in dropped]
             spans_inserted = traces_inserted = 0
             if kept:
-                cur.executemany(sql.INSERT_SPAN, kept)
-                spans_inserted = cur.rowcount
+                cur.executemany(sql.INSERT_SPAN_RETURNING, kept, returning=True)
+                inserted = _returned_ids(cur)
+                spans_inserted = len(inserted)
+                changes.add(calls[span_id] for span_id in inserted)
             if completion_params:
                 cur.executemany(sql.INSERT_TRACE, completion_params)
                 traces_inserted = cur.rowcount
+            # Last, after every other lock of the transaction is held: see _apply.
+            _apply(cur, changes)
             return len(kept), spans_inserted, traces_inserted
 
         kept, spans_inserted, traces_inserted = self._conns.run(work, "writing to")
@@ -254,22 +264,16 @@ class PostgresStore(Store):
         return roots
 
     def functions(self) -> list[FunctionStats]:
-        def work(conn: Conn) -> tuple[list[tuple[Any, ...]], dict[str, str | None]]:
-            totals = [unescape_row(row) for row in conn.execute(sql.FUNCTION_TOTALS)]
-            names = dict(unescape_row(row) for row in conn.execute(sql.FUNCTION_NAMES))
-            return totals, names
-
-        totals, names = self._conns.run(work, "reading", snapshot=True)
         return [
             FunctionStats(
                 key=key,
-                name=names.get(key),
+                name=name,
                 calls=calls,
-                root_calls=int(root_calls),
+                root_calls=root_calls,
                 errors=errors,
                 first_seen_us=first,
                 last_seen_us=last,
-                p50_duration_ms=median,
+                p50_duration_ms=median(stats_durations(durations)),
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 cached_tokens=cached_tokens,
@@ -277,6 +281,7 @@ class PostgresStore(Store):
             )
             for (
                 key,
+                name,
                 calls,
                 root_calls,
                 errors,
@@ -285,8 +290,8 @@ class PostgresStore(Store):
                 input_tokens,
                 output_tokens,
                 cached_tokens,
-                median,
-            ) in totals
+                durations,
+            ) in self._rows(sql.FUNCTIONS, ())
         ]
 
     def traces(
@@ -474,8 +479,12 @@ class PostgresStore(Store):
                         sql.LOCK_TRACES,
                         {"space": self._trace_locks, "keys": keys, "exclusive": [True] * len(keys)},
                     )
-                    spans = cur.execute(sql.DELETE_SPANS_OF_TRACES, (doomed,)).rowcount
+                    deleted = cur.execute(sql.DELETE_CALLS_OF_TRACES, (doomed,)).fetchall()
+                    spans = len(deleted)
                     cur.execute(sql.DELETE_TRACES, (doomed,))
+                    changes = Changes()
+                    changes.remove(_counted(deleted))
+                    _apply(cur, changes)
                 return rows, doomed, spans
 
             rows, doomed, spans = self._conns.run(work, "pruning")
@@ -540,6 +549,37 @@ class PostgresStore(Store):
             "writing to",
             transaction=False,
         )
+
+
+def _returned_ids(cur: psycopg.Cursor[Any]) -> list[str]:
+    """The ids an ``executemany(..., returning=True)`` of INSERT_SPAN_RETURNING inserted."""
+    ids: list[str] = []
+    while True:
+        ids.extend(row[0] for row in cur.fetchall())
+        if not cur.nextset():
+            return ids
+
+
+def _counted(deleted: Iterable[tuple[Any, ...]]) -> list[Call]:
+    """The calls among spans deleted with DELETE_CALLS_OF_TRACES: keyed, not replays."""
+    return [unescape_row(row[:10]) for row in deleted if row[0] is not None and row[10] is None]
+
+
+def _apply(cur: psycopg.Cursor[Any], changes: Changes) -> None:
+    """Apply a transaction's summary changes: one upsert per key, in key order, then the ends
+    of keys that lost calls read again, and keys left without calls removed.
+
+    Runs last in its transaction: every other lock it takes (trace locks, span and trace
+    rows) is then held already, so transactions wait for summary rows only while holding
+    summary rows, which they all lock in key order: never in a cycle.
+    """
+    if not changes:
+        return
+    cur.executemany(sql.UPSERT_FUNCTION_STATS, changes.params(escape))
+    removed = [escape(key) for key in changes.removed_keys()]
+    if removed:
+        cur.executemany(sql.REREAD_FUNCTION_ENDS, [{"key": key} for key in removed])
+        cur.execute(sql.DELETE_UNCALLED, (removed,))
 
 
 def _id(row: tuple[Any, ...]) -> str:

@@ -28,10 +28,25 @@ from typing import Any
 import psycopg
 
 from bitfab.exceptions import StoreError
+from bitfab.store import postgres_sql as sql
+from bitfab.store.function_stats import Changes
 from bitfab.store.migrations import Migration
+from bitfab.store.postgres_conn import escape, unescape_row
 from bitfab.store.records import utc_now_iso
 
 __all__ = ["LATEST_VERSION", "MIGRATIONS", "migrate"]
+
+
+def _backfill_function_stats(conn: psycopg.Connection[Any]) -> None:
+    changes = Changes()
+    # A server-side cursor: the spans stream through in chunks, whatever the store's size.
+    with conn.cursor(name="bitfab_backfill") as cur:
+        cur.itersize = 10_000
+        cur.execute(sql.ALL_CALLS)
+        changes.add(unescape_row(row) for row in cur)
+    if changes:
+        conn.cursor().executemany(sql.UPSERT_FUNCTION_STATS, changes.params(escape))
+
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -139,6 +154,36 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        2,
+        "function stats",
+        (
+            # One row per key for Store.functions(), kept by every write and delete in its
+            # transaction (bitfab.store.function_stats); durations is a histogram.
+            """
+            CREATE TABLE function_stats (
+                key text COLLATE "C" PRIMARY KEY,
+                calls bigint NOT NULL,
+                root_calls bigint NOT NULL,
+                errors bigint NOT NULL,
+                first_seen_us bigint,
+                last_seen_us bigint,
+                last_id text COLLATE "C",
+                name text COLLATE "C",
+                input_tokens bigint NOT NULL,
+                output_tokens bigint NOT NULL,
+                cached_tokens bigint NOT NULL,
+                durations jsonb NOT NULL
+            )
+            """,
+            # A key's calls in start order: after a delete, the key's first start and newest
+            # call are two short index walks rather than a scan of the table. NULLS FIRST, so
+            # that walked backwards it gives the newest-first order (DESC NULLS LAST).
+            "CREATE INDEX spans_calls_by_key ON spans (key, start_us NULLS FIRST, id)"
+            " WHERE key IS NOT NULL AND test_run_id IS NULL",
+        ),
+        _backfill_function_stats,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -196,6 +241,8 @@ def migrate(
                 conn.execute(_CREATE_VERSION_TABLE)
                 for statement in migration.statements:
                     conn.execute(statement)
+                if migration.backfill is not None:
+                    migration.backfill(conn)
                 conn.execute(_RECORD_VERSION, (migration.version, migration.name, utc_now_iso()))
             current = migration.version
         return current

@@ -42,6 +42,15 @@ DROP_TRACE = """
     WHERE traces.dropped = 0
 """
 DELETE_SPANS_OF_TRACES = "DELETE FROM spans WHERE trace_id = ANY(%s::text[])"
+# The same delete, giving back each span as the per-key summary counts it (function_stats.Call)
+# followed by its test_run_id.
+DELETE_CALLS_OF_TRACES = """
+    DELETE FROM spans WHERE trace_id = ANY(%s::text[])
+    RETURNING key, is_root, error IS NOT NULL, start_us, id, name, duration_ms, input_tokens,
+              output_tokens, cached_tokens, test_run_id
+"""
+# INSERT_SPAN that names each row it inserted (executemany(..., returning=True)).
+INSERT_SPAN_RETURNING = INSERT_SPAN + "    RETURNING id\n"
 DELETE_TRACES = "DELETE FROM traces WHERE id = ANY(%s::text[])"
 DROPPED_AMONG = "SELECT id FROM traces WHERE id = ANY(%s::text[]) AND dropped = 1"
 
@@ -76,23 +85,12 @@ ROOTS_OF_TRACES = """
     WHERE trace_id = ANY(%s::text[]) AND is_root = 1
     ORDER BY start_us NULLS LAST, id
 """
-# The median is the mean of the middle two, as SQLite computes it: the lower middle value
-# ascending and the lower middle value descending (the same value for an odd count).
-FUNCTION_TOTALS = """
-    SELECT key, count(*), sum(is_root), count(error), min(start_us), max(start_us),
-           COALESCE(sum(input_tokens), 0)::bigint, COALESCE(sum(output_tokens), 0)::bigint,
-           COALESCE(sum(cached_tokens), 0)::bigint,
-           (percentile_disc(0.5) WITHIN GROUP (ORDER BY duration_ms)
-            + percentile_disc(0.5) WITHIN GROUP (ORDER BY duration_ms DESC)) / 2
-    FROM spans
-    WHERE key IS NOT NULL AND test_run_id IS NULL
-    GROUP BY key
+FUNCTIONS = """
+    SELECT key, name, calls, root_calls, errors, first_seen_us, last_seen_us, input_tokens,
+           output_tokens, cached_tokens, durations
+    FROM function_stats
+    WHERE calls > 0
     ORDER BY key
-"""
-FUNCTION_NAMES = """
-    SELECT DISTINCT ON (key) key, name FROM spans
-    WHERE key IS NOT NULL AND test_run_id IS NULL
-    ORDER BY key, start_us DESC NULLS LAST, id DESC
 """
 # Two statements rather than one with "key IS NULL OR ...", so each gets its own index.
 TRACES_OF_KEY = """
@@ -256,3 +254,69 @@ PRUNE_TRACE_RECORDS = """
     ORDER BY t.start_us, t.id
     LIMIT %(n)s
 """
+
+# -- the per-key summary (bitfab.store.function_stats), kept by every write and delete -------
+
+ALL_CALLS = """
+    SELECT key, is_root, error IS NOT NULL, start_us, id, name, duration_ms, input_tokens,
+           output_tokens, cached_tokens
+    FROM spans
+    WHERE key IS NOT NULL AND test_run_id IS NULL
+"""
+# One key's change: counts and sums added, the newest call kept by (start, id) with unknown
+# starts oldest, histogram counts added bucket by bucket (a bucket that reaches 0 goes). The
+# parameters are function_stats.Changes.params(); executed in key order, so concurrent writers
+# lock the rows in one order. SET expressions all see the old row.
+UPSERT_FUNCTION_STATS = """
+    INSERT INTO function_stats AS f (
+        key, calls, root_calls, errors, first_seen_us, last_seen_us, last_id, name,
+        input_tokens, output_tokens, cached_tokens, durations
+    ) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)
+    ON CONFLICT (key) DO UPDATE SET
+        calls = f.calls + excluded.calls,
+        root_calls = f.root_calls + excluded.root_calls,
+        errors = f.errors + excluded.errors,
+        first_seen_us = LEAST(f.first_seen_us, excluded.first_seen_us),
+        last_seen_us = GREATEST(f.last_seen_us, excluded.last_seen_us),
+        last_id = CASE
+            WHEN excluded.last_id IS NOT NULL AND (f.last_id IS NULL
+                 OR (COALESCE(excluded.last_seen_us, -9223372036854775807), excluded.last_id)
+                    > (COALESCE(f.last_seen_us, -9223372036854775807), f.last_id))
+            THEN excluded.last_id ELSE f.last_id END,
+        name = CASE
+            WHEN excluded.last_id IS NOT NULL AND (f.last_id IS NULL
+                 OR (COALESCE(excluded.last_seen_us, -9223372036854775807), excluded.last_id)
+                    > (COALESCE(f.last_seen_us, -9223372036854775807), f.last_id))
+            THEN excluded.name ELSE f.name END,
+        input_tokens = f.input_tokens + excluded.input_tokens,
+        output_tokens = f.output_tokens + excluded.output_tokens,
+        cached_tokens = f.cached_tokens + excluded.cached_tokens,
+        durations = (
+            SELECT COALESCE(jsonb_object_agg(u.b, u.n), '{}'::jsonb) FROM (
+                SELECT b, sum(n::bigint) AS n FROM (
+                    SELECT * FROM jsonb_each_text(f.durations)
+                    UNION ALL
+                    SELECT * FROM jsonb_each_text(excluded.durations)
+                ) AS j (b, n)
+                GROUP BY b
+                HAVING sum(n::bigint) <> 0
+            ) AS u
+        )
+"""
+# After a delete: a key's first start and newest call, read again through spans_calls_by_key
+# (two short walks, from either end of the key's range).
+REREAD_FUNCTION_ENDS = """
+    UPDATE function_stats SET
+        first_seen_us = (
+            SELECT start_us FROM spans
+            WHERE key = %(key)s AND test_run_id IS NULL AND start_us IS NOT NULL
+            ORDER BY start_us NULLS FIRST LIMIT 1
+        ),
+        (last_seen_us, last_id, name) = (
+            SELECT start_us, id, name FROM spans
+            WHERE key = %(key)s AND test_run_id IS NULL
+            ORDER BY start_us DESC NULLS LAST, id DESC LIMIT 1
+        )
+    WHERE key = %(key)s
+"""
+DELETE_UNCALLED = "DELETE FROM function_stats WHERE key = ANY(%s::text[]) AND calls <= 0"

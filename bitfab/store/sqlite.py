@@ -35,8 +35,10 @@ from bitfab.store.base import (
     check_limit,
     check_search,
 )
+from bitfab.store.function_stats import Changes, call_of, median, stats_durations
 from bitfab.store.migrations import migrate
 from bitfab.store.records import (
+    SpanRow,
     like_pattern,
     query_text,
     utc_now_iso,
@@ -143,10 +145,12 @@ class SQLiteStore(Store):
 
         now_us = _now_us()
         with self._writing() as conn:
+            changes = Changes()
             if drops:
                 conn.executemany(
                     sql.DROP_TRACE, [(*row, trace_start_us(row, now_us)) for row in drops]
                 )
+                changes.remove(conn.execute(sql.CALLS_OF_TRACES, (_id_list(r.id for r in drops),)))
                 conn.executemany(sql.DELETE_TRACE_SPANS, [(row.id,) for row in drops])
             kept = span_rows
             if span_rows:
@@ -154,7 +158,11 @@ class SQLiteStore(Store):
                 dropped = {tid for (tid,) in conn.execute(sql.DROPPED_AMONG, (trace_ids,))}
                 if dropped:
                     kept = [row for row in span_rows if row.trace_id not in dropped]
-            spans_inserted = conn.executemany(sql.INSERT_SPAN, kept).rowcount if kept else 0
+            spans_inserted = 0
+            if kept:
+                inserted = _insert_spans(conn, kept)
+                spans_inserted = len(inserted)
+                changes.add(map(call_of, inserted))
             traces_inserted = (
                 conn.executemany(
                     sql.INSERT_TRACE, [(*row, trace_start_us(row, now_us)) for row in completions]
@@ -162,6 +170,7 @@ class SQLiteStore(Store):
                 if completions
                 else 0
             )
+            _apply(conn, changes)
         return WriteResult(
             spans_inserted=spans_inserted,
             spans_duplicate=len(kept) - spans_inserted,
@@ -225,20 +234,18 @@ class SQLiteStore(Store):
         return roots
 
     def functions(self) -> list[FunctionStats]:
-        with self._reading(snapshot=True) as conn:
-            totals = conn.execute(sql.FUNCTION_TOTALS).fetchall()
-            names = dict(conn.execute(sql.FUNCTION_NAMES).fetchall())
-            medians = dict(conn.execute(sql.FUNCTION_MEDIANS).fetchall())
+        with self._reading() as conn:
+            rows = conn.execute(sql.FUNCTIONS).fetchall()
         return [
             FunctionStats(
                 key=key,
-                name=names.get(key),
+                name=name,
                 calls=calls,
                 root_calls=root_calls,
                 errors=errors,
                 first_seen_us=first,
                 last_seen_us=last,
-                p50_duration_ms=medians.get(key),
+                p50_duration_ms=median(stats_durations(durations)),
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 cached_tokens=cached_tokens,
@@ -246,6 +253,7 @@ class SQLiteStore(Store):
             )
             for (
                 key,
+                name,
                 calls,
                 root_calls,
                 errors,
@@ -254,7 +262,8 @@ class SQLiteStore(Store):
                 input_tokens,
                 output_tokens,
                 cached_tokens,
-            ) in totals
+                durations,
+            ) in rows
         ]
 
     def traces(
@@ -415,8 +424,11 @@ class SQLiteStore(Store):
                 doomed = list(dict.fromkeys(trace_id for _, _, trace_id, kept in rows if not kept))
                 if doomed:
                     ids = _id_list(doomed)
+                    changes = Changes()
+                    changes.remove(conn.execute(sql.CALLS_OF_TRACES, (ids,)))
                     spans = conn.execute(sql.DELETE_SPANS_OF_TRACES, (ids,)).rowcount
                     conn.execute(sql.DELETE_TRACES, (ids,))
+                    _apply(conn, changes)
             kept = {trace_id for _, _, trace_id, kept in rows if kept}
             last = rows[-1] if rows else (0, "")
             return Batch(
@@ -592,6 +604,36 @@ def _rollback(conn: sqlite3.Connection) -> None:
 def _id_list(ids: Mapping[str, object] | Iterable[str]) -> bytes:
     """Ids as the statements' "ids" CTE takes them: each one's UTF-8 ended by a 0xFF byte."""
     return b"".join(query_text(i).encode() + b"\xff" for i in ids if isinstance(i, str))
+
+
+def _insert_spans(conn: sqlite3.Connection, rows: list[SpanRow]) -> list[SpanRow]:
+    """Insert span rows (keep-first by id); the rows that were inserted, for the summary."""
+    # Nearly always every row is new, which one executemany's count shows. Otherwise the rows
+    # inserted are those past the largest rowid before: SQLite gives a new row the largest
+    # rowid plus one (bitfab never sets rowids, so they stay far below the 2**63 where it
+    # would pick at random), and a batch's first record of an id is the one inserted.
+    (before,) = conn.execute(sql.LAST_SPAN_ROWID).fetchone()
+    if conn.executemany(sql.INSERT_SPAN, rows).rowcount == len(rows):
+        return rows
+    fresh = {span_id for (span_id,) in conn.execute(sql.SPAN_IDS_AFTER_ROWID, (before,))}
+    inserted = []
+    for row in rows:
+        if row.id in fresh:
+            fresh.discard(row.id)
+            inserted.append(row)
+    return inserted
+
+
+def _apply(conn: sqlite3.Connection, changes: Changes) -> None:
+    """Apply a transaction's summary changes: one upsert per key, then the ends of keys that
+    lost calls read again, and keys left without calls removed."""
+    if not changes:
+        return
+    conn.executemany(sql.UPSERT_FUNCTION_STATS, changes.params())
+    removed = changes.removed_keys()
+    if removed:
+        conn.executemany(sql.REREAD_FUNCTION_ENDS, [{"key": key} for key in removed])
+        conn.executemany(sql.DELETE_UNCALLED, [(key,) for key in removed])
 
 
 def _trace_totals(conn: sqlite3.Connection, trace_ids: Sequence[str]) -> dict[str, TraceTotals]:

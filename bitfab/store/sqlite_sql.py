@@ -88,34 +88,12 @@ ROOTS_OF_TRACES = """
     WHERE trace_id IN (SELECT id FROM ids) AND is_root = 1
     ORDER BY start_us IS NULL, start_us, id
 """
-FUNCTION_TOTALS = """
-    SELECT key, COUNT(*), SUM(is_root), SUM(error IS NOT NULL), MIN(start_us), MAX(start_us),
-           COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),
-           COALESCE(SUM(cached_tokens), 0)
-    FROM spans
-    WHERE key IS NOT NULL AND test_run_id IS NULL
-    GROUP BY key
+FUNCTIONS = """
+    SELECT key, name, calls, root_calls, errors, first_seen_us, last_seen_us, input_tokens,
+           output_tokens, cached_tokens, durations
+    FROM function_stats
+    WHERE calls > 0
     ORDER BY key
-"""
-FUNCTION_NAMES = """
-    SELECT key, name FROM (
-        SELECT key, name,
-               ROW_NUMBER() OVER (PARTITION BY key ORDER BY start_us DESC, id DESC) AS rn
-        FROM spans
-        WHERE key IS NOT NULL AND test_run_id IS NULL
-    )
-    WHERE rn = 1
-"""
-FUNCTION_MEDIANS = """
-    SELECT key, AVG(duration_ms) FROM (
-        SELECT key, duration_ms,
-               ROW_NUMBER() OVER (PARTITION BY key ORDER BY duration_ms) AS rn,
-               COUNT(*) OVER (PARTITION BY key) AS n
-        FROM spans
-        WHERE key IS NOT NULL AND test_run_id IS NULL AND duration_ms IS NOT NULL
-    )
-    WHERE rn IN ((n + 1) / 2, (n + 2) / 2)
-    GROUP BY key
 """
 # Two statements rather than one with ":key IS NULL OR ...": that form would keep SQLite from
 # using the per-key index.
@@ -307,3 +285,86 @@ PRUNE_TRACE_RECORDS = """
     ORDER BY t.start_us, t.id
     LIMIT :n
 """
+
+# -- the per-key summary (bitfab.store.function_stats), kept by every write and delete -------
+
+# The calls a summary counts, in the column order of function_stats.Call.
+ALL_CALLS = """
+    SELECT key, is_root, error IS NOT NULL, start_us, id, name, duration_ms, input_tokens,
+           output_tokens, cached_tokens
+    FROM spans
+    WHERE key IS NOT NULL AND test_run_id IS NULL
+"""
+CALLS_OF_TRACES = """
+    WITH RECURSIVE ids (id, rest) AS (
+        SELECT NULL, CAST(? AS BLOB)
+        UNION ALL
+        SELECT CAST(substr(rest, 1, instr(rest, x'ff') - 1) AS TEXT),
+               substr(rest, instr(rest, x'ff') + 1)
+        FROM ids WHERE instr(rest, x'ff') > 0
+    )
+    SELECT s.key, s.is_root, s.error IS NOT NULL, s.start_us, s.id, s.name, s.duration_ms,
+           s.input_tokens, s.output_tokens, s.cached_tokens
+    FROM ids AS j CROSS JOIN spans AS s ON s.trace_id = j.id
+    WHERE s.key IS NOT NULL AND s.test_run_id IS NULL
+"""
+LAST_SPAN_ROWID = "SELECT COALESCE(MAX(rowid), 0) FROM spans"
+SPAN_IDS_AFTER_ROWID = "SELECT id FROM spans WHERE rowid > ?"
+# One key's change: counts and sums added, the newest call kept by (start, id) with unknown
+# starts oldest, histogram counts added bucket by bucket (a bucket that reaches 0 goes). The
+# parameters are function_stats.Changes.params(). SET expressions all see the old row.
+UPSERT_FUNCTION_STATS = """
+    INSERT INTO function_stats (
+        key, calls, root_calls, errors, first_seen_us, last_seen_us, last_id, name,
+        input_tokens, output_tokens, cached_tokens, durations
+    ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (key) DO UPDATE SET
+        calls = calls + excluded.calls,
+        root_calls = root_calls + excluded.root_calls,
+        errors = errors + excluded.errors,
+        first_seen_us = COALESCE(MIN(first_seen_us, excluded.first_seen_us), first_seen_us,
+                                 excluded.first_seen_us),
+        last_seen_us = COALESCE(MAX(last_seen_us, excluded.last_seen_us), last_seen_us,
+                                excluded.last_seen_us),
+        last_id = CASE
+            WHEN excluded.last_id IS NOT NULL AND (last_id IS NULL
+                 OR (COALESCE(excluded.last_seen_us, -9223372036854775807), excluded.last_id)
+                    > (COALESCE(last_seen_us, -9223372036854775807), last_id))
+            THEN excluded.last_id ELSE last_id END,
+        name = CASE
+            WHEN excluded.last_id IS NOT NULL AND (last_id IS NULL
+                 OR (COALESCE(excluded.last_seen_us, -9223372036854775807), excluded.last_id)
+                    > (COALESCE(last_seen_us, -9223372036854775807), last_id))
+            THEN excluded.name ELSE name END,
+        input_tokens = input_tokens + excluded.input_tokens,
+        output_tokens = output_tokens + excluded.output_tokens,
+        cached_tokens = cached_tokens + excluded.cached_tokens,
+        durations = (
+            SELECT json_group_object(b, n) FROM (
+                SELECT b, SUM(n) AS n FROM (
+                    SELECT j.key AS b, j.value AS n FROM json_each(function_stats.durations) AS j
+                    UNION ALL
+                    SELECT j.key, j.value FROM json_each(excluded.durations) AS j
+                )
+                GROUP BY b
+                HAVING SUM(n) <> 0
+            )
+        )
+"""
+# After a delete: a key's first start and newest call, read again through spans_calls_by_key
+# (two seeks, at either end of the key's range).
+REREAD_FUNCTION_ENDS = """
+    UPDATE function_stats SET
+        first_seen_us = (
+            SELECT start_us FROM spans
+            WHERE key = :key AND test_run_id IS NULL AND start_us IS NOT NULL
+            ORDER BY start_us LIMIT 1
+        ),
+        (last_seen_us, last_id, name) = (
+            SELECT start_us, id, name FROM spans
+            WHERE key = :key AND test_run_id IS NULL
+            ORDER BY start_us DESC, id DESC LIMIT 1
+        )
+    WHERE key = :key
+"""
+DELETE_UNCALLED = "DELETE FROM function_stats WHERE key = ? AND calls <= 0"

@@ -56,7 +56,7 @@ def test_open_store_opens_postgresql_urls_in_the_urls_schema() -> None:
         assert rows(url, "SELECT version, name FROM bitfab_schema ORDER BY version") == (
             EXPECTED_SCHEMA
         )
-        assert LATEST_VERSION == 1
+        assert LATEST_VERSION == 2
         first.close()
         second.close()
 
@@ -77,6 +77,7 @@ def test_the_schema_option_creates_and_uses_its_schema() -> None:
             assert [t for (t,) in tables] == [
                 "api_keys",
                 "bitfab_schema",
+                "function_stats",
                 "spans",
                 "test_run_items",
                 "test_runs",

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from bitfab.store import FunctionStats, Store, TraceSummary
+from bitfab.store.function_stats import ACCURACY
 
 from .factories import BASE_US, span, trace, usage
 
@@ -173,7 +174,7 @@ def test_functions_summarises_each_key_outside_replays(store: Store) -> None:
             errors=0,
             first_seen_us=BASE_US + 2_000,
             last_seen_us=BASE_US + 1_002_000,
-            p50_duration_ms=5.0,
+            p50_duration_ms=pytest.approx(5.0, rel=ACCURACY),
             input_tokens=300,
             output_tokens=60,
             cached_tokens=50,
@@ -187,7 +188,7 @@ def test_functions_summarises_each_key_outside_replays(store: Store) -> None:
             errors=1,
             first_seen_us=BASE_US,
             last_seen_us=BASE_US + 2_000_000,
-            p50_duration_ms=20.0,
+            p50_duration_ms=pytest.approx(20.0, rel=ACCURACY),
             input_tokens=10,
             output_tokens=5,
             cached_tokens=0,

@@ -43,9 +43,14 @@ def test_fresh_file_gets_the_schema_in_wal_mode_with_private_permissions(tmp_pat
     assert (
         schema_rows(path)
         == EXPECTED_SCHEMA
-        == [(1, "spans, traces, test runs"), (2, "api keys"), (3, "retention")]
+        == [
+            (1, "spans, traces, test runs"),
+            (2, "api keys"),
+            (3, "retention"),
+            (4, "function stats"),
+        ]
     )
-    assert LATEST_VERSION == 3
+    assert LATEST_VERSION == 4
     assert query(path, "PRAGMA journal_mode") == [("wal",)]
     assert query(path, "PRAGMA page_size") == [(16384,)]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600

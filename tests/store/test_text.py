@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bitfab.store import FunctionStats, Store
+from bitfab.store.function_stats import ACCURACY
 from bitfab.store.postgres_conn import escape, unescape
 
 from .factories import BASE_US, span
@@ -54,7 +56,7 @@ def test_keys_names_and_errors_with_nul_come_back_exactly(store: Store) -> None:
             errors=0,
             first_seen_us=BASE_US + 2_000,
             last_seen_us=BASE_US + 2_000,
-            p50_duration_ms=10.0,
+            p50_duration_ms=pytest.approx(10.0, rel=ACCURACY),
             input_tokens=0,
             output_tokens=0,
             cached_tokens=0,
@@ -68,7 +70,7 @@ def test_keys_names_and_errors_with_nul_come_back_exactly(store: Store) -> None:
             errors=1,
             first_seen_us=BASE_US + 1_000,
             last_seen_us=BASE_US + 1_000,
-            p50_duration_ms=10.0,
+            p50_duration_ms=pytest.approx(10.0, rel=ACCURACY),
             input_tokens=0,
             output_tokens=0,
             cached_tokens=0,
