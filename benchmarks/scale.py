@@ -226,10 +226,11 @@ def ingest_client(config: dict[str, Any]) -> dict[str, Any]:
                             failures.append(f"{answer.status_code} {answer.text[:200]}")
                     continue
                 acknowledged += batch
+                if end >= window_start:  # with those still in flight when the window ended
+                    mine.append(end - start)
                 if window_start <= end <= window_end:
                     spans += batch
                     requests += 1
-                    mine.append(end - start)
         with lock:
             totals["spans"] += spans
             totals["requests"] += requests
@@ -468,6 +469,11 @@ def summary(config: Config) -> dict[str, Any]:
             sum(r["spans_by_server"][i] for r in rounds) / seconds for i in range(config.servers)
         ],
         "max_ms": latencies[-1] if latencies else None,
+        # the most uneven round: (its spans/s per server)
+        "worst_split": max(
+            ([x / r["seconds"] for x in r["spans_by_server"]] for r in rounds),
+            key=lambda split: max(split) / max(1.0, min(split)),
+        ),
         "spans_per_s": median([r["spans"] / r["seconds"] for r in rounds]),
         "p50_ms": latencies[len(latencies) // 2] if latencies else None,
         "p95_ms": latencies[int(0.95 * (len(latencies) - 1))] if latencies else None,
@@ -611,11 +617,17 @@ def notes(by_name: dict[str, dict[str, Any]]) -> list[str]:
             f" {_rounded(lite_cap)} spans/s with SQLite, {_rounded(pg_cap)} with PostgreSQL."
         )
         full = (pg1["machine_cpu"] or 0) >= 1.8
+        lite_got = (lite1["server_cpu"] or 0) + (lite1["client_cpu"] or 0)
+        pg_got = (pg1["server_cpu"] or 0) + (pg1["pg_cpu"] or 0) + (pg1["client_cpu"] or 0)
         why = (
-            f"the machine was full ({_percent(pg1['machine_cpu'])} of 200% busy), and"
-            f" PostgreSQL's own work ({_percent(pg1['pg_cpu'])}) and other processes on this"
-            f" shared machine ({_percent(pg1['others_cpu'])}) took the rest, so the ratio"
-            f" follows the CPU per span ({_us(lite_total)} vs {_us(pg_total)} us)"
+            f"the machine was full ({_percent(pg1['machine_cpu'])} of 200% busy; other processes"
+            f" on this shared machine took {_percent(lite1['others_cpu'])} /"
+            f" {_percent(pg1['others_cpu'])}), so throughput is the CPU the benchmark's"
+            f" processes got / their CPU per span: {_percent(lite_got)} / {_us(lite_total)} us"
+            f" = {_rounded(1e6 * lite_got / lite_total)} spans/s with SQLite,"
+            f" {_percent(pg_got)} / {_us(pg_total)} us = {_rounded(1e6 * pg_got / pg_total)}"
+            " with PostgreSQL: PostgreSQL's backends run beside the server and get CPU of their"
+            f" own, but a span needs {pg_total / lite_total:.1f}x as much"
             if full
             else f"the machine had room ({_percent(pg1['machine_cpu'])} of 200% busy), so the"
             " server was waiting on PostgreSQL's answers"
@@ -661,9 +673,11 @@ def notes(by_name: dict[str, dict[str, Any]]) -> list[str]:
             else f"errors: {_errors(lite2)} (a write that waits past the busy timeout gets 503"
             " with Retry-After, and the SDK retries it)"
         )
-        low, high = sorted(lite2["by_server"])[0], sorted(lite2["by_server"])[-1]
+        worst = lite2["worst_split"]
+        low, high = min(worst), max(worst)
         split = (
-            f"The two servers got {' + '.join(f'{x:,.0f}' for x in lite2['by_server'])} spans/s:"
+            f"The two servers got {' + '.join(f'{x:,.0f}' for x in lite2['by_server'])} spans/s"
+            f" over all rounds, {' + '.join(f'{x:,.0f}' for x in worst)} in the most uneven one:"
             " the process that just committed often takes the lock again at once (its next"
             " batch is already waiting on its in-process lock) while the other sleeps in"
             " SQLite's busy handler, which polls with growing pauses, so one server can starve"
@@ -847,7 +861,8 @@ How it runs:
   {setup["seconds"]:.0f} s after {setup["warmup"]:.1f} s of warm-up. The records are the SDK's
   record of a traced `f(1)` ({setup["record_bytes"]} bytes of JSON) with fresh time-ordered
   ids. spans/s = spans acknowledged (200, all 512 accepted) by answers that arrived within the
-  window / the window: the median of the rounds, and each round.
+  window / the window: the median of the rounds, and each round. ms/request: every request
+  answered with 200 from the window's start on (those in flight when it ended included).
 - CPU over the windows, 100% = one core: the servers; PostgreSQL = all its processes (the
   backends of these servers, the WAL writer, checkpointer, autovacuum...) except other
   clients' backends; the client; others' = the rest of the machine's busy time (other
