@@ -433,6 +433,21 @@ def summary(config: Config) -> dict[str, Any]:
         values = [r[name] for r in rounds]
         return None if any(v is None for v in values) else sum(values)
 
+    def quiet(r: dict[str, Any]) -> dict[str, float]:
+        """A round's rate and CPU shares (of one core); others = the rest of the machine."""
+        window = r["seconds"]
+        server = sum(c or 0.0 for c in r["servers_cpu_s"]) / window
+        pg = (r["pg_cpu_s"] or 0.0) / window
+        client = r["client_cpu_s"] / window
+        busy = r["machine_cpu_s"] / window
+        return {
+            "rate": r["spans"] / window,
+            "server": server,
+            "pg": pg,
+            "machine": busy,
+            "others": max(0.0, busy - server - pg - client),
+        }
+
     servers_cpu = [
         None
         if any(r["servers_cpu_s"][i] is None for r in rounds)
@@ -469,6 +484,8 @@ def summary(config: Config) -> dict[str, Any]:
             sum(r["spans_by_server"][i] for r in rounds) / seconds for i in range(config.servers)
         ],
         "max_ms": latencies[-1] if latencies else None,
+        # the round in which other processes took the least CPU
+        "quiet": min((quiet(r) for r in rounds), key=lambda q: q["others"]),
         # the most uneven round: (its spans/s per server)
         "worst_split": max(
             ([x / r["seconds"] for x in r["spans_by_server"]] for r in rounds),
@@ -613,58 +630,61 @@ def notes(by_name: dict[str, dict[str, Any]]) -> list[str]:
             f" cores together carry at most {_rounded(lite_ceiling)} spans/s with SQLite and"
             f" {_rounded(pg_ceiling)} with PostgreSQL, however many servers; and one server,"
             " whose Python code runs on one core at a time (the GIL: only SQLite's own C code"
-            " and socket waits run outside it), tops out near 1 s / its CPU per span:"
+            " and socket waits run outside it), can at best reach 1 s / its CPU per span, if it"
+            " keeps its core busy:"
             f" {_rounded(lite_cap)} spans/s with SQLite, {_rounded(pg_cap)} with PostgreSQL."
         )
-        full = (pg1["machine_cpu"] or 0) >= 1.8
-        lite_got = (lite1["server_cpu"] or 0) + (lite1["client_cpu"] or 0)
-        pg_got = (pg1["server_cpu"] or 0) + (pg1["pg_cpu"] or 0) + (pg1["client_cpu"] or 0)
-        why = (
-            f"the machine was full ({_percent(pg1['machine_cpu'])} of 200% busy; other processes"
-            f" on this shared machine took {_percent(lite1['others_cpu'])} /"
-            f" {_percent(pg1['others_cpu'])}), so throughput is the CPU the benchmark's"
-            f" processes got / their CPU per span: {_percent(lite_got)} / {_us(lite_total)} us"
-            f" = {_rounded(1e6 * lite_got / lite_total)} spans/s with SQLite,"
-            f" {_percent(pg_got)} / {_us(pg_total)} us = {_rounded(1e6 * pg_got / pg_total)}"
-            " with PostgreSQL: PostgreSQL's backends run beside the server and get CPU of their"
-            f" own, but a span needs {pg_total / lite_total:.1f}x as much"
-            if full
-            else f"the machine had room ({_percent(pg1['machine_cpu'])} of 200% busy), so the"
-            " server was waiting on PostgreSQL's answers"
-        )
+        q_lite, q_pg = lite1["quiet"], pg1["quiet"]
         out.append(
-            f"**One server.** PostgreSQL: {pg1['spans_per_s']:,.0f} spans/s,"
-            f" {_ratio(pg1['spans_per_s'], lite1['spans_per_s'])} SQLite's"
-            f" {lite1['spans_per_s']:,.0f}. The SQLite server ran at"
-            f" {_percent(lite1['server_cpu'])} of a core, the PostgreSQL one at"
-            f" {_percent(pg1['server_cpu'])}: {why}."
+            f"**One server.** PostgreSQL: {pg1['spans_per_s']:,.0f} spans/s (median of the"
+            f" rounds), {_ratio(pg1['spans_per_s'], lite1['spans_per_s'])} SQLite's"
+            f" {lite1['spans_per_s']:,.0f}. In the quietest round of each (other processes at"
+            f" {_percent(q_lite['others'])} / {_percent(q_pg['others'])}): SQLite"
+            f" {q_lite['rate']:,.0f} spans/s with its server at {_percent(q_lite['server'])} of"
+            f" a core; PostgreSQL {q_pg['rate']:,.0f} with its server at"
+            f" {_percent(q_pg['server'])} and PostgreSQL at {_percent(q_pg['pg'])}, the machine"
+            f" at {_percent(q_pg['machine'])} of 200%. The SQLite server keeps its core busy;"
+            " the PostgreSQL one less so: each request also waits for PostgreSQL (its inserts,"
+            " the commit's WAL flush), and with 4 requests in flight there are moments when"
+            " all of them wait. On a busier machine the rate is simply the CPU the benchmark's"
+            " processes get / their CPU per span."
         )
-    if pg1 and pg2 and has_pg:
+    if pg1 and pg2 and has_pg and pg2["server_us"] and pg2["pg_us"]:
+        # the ceiling at the cheaper of the two configurations' CPU per span
+        pg_total = min(pg_total, pg2["server_us"] + pg2["pg_us"] + pg2["client_us"])
+        pg_ceiling = 2e6 / pg_total
         gain = 100 * (pg_ceiling / pg_cap - 1)
+        q1, q2 = pg1["quiet"], pg2["quiet"]
+        effect = (
+            "the second process fills the gaps the first leaves while it waits on PostgreSQL,"
+            " toward the 2-core ceiling"
+            if q2["rate"] > 1.05 * q1["rate"]
+            else "the second process adds nothing here; the 2-core ceiling is"
+        )
         out.append(
             f"**Two servers on PostgreSQL**: {pg2['spans_per_s']:,.0f} spans/s"
             f" ({_ratio(pg2['spans_per_s'], pg1['spans_per_s'])} one server's; per round"
-            f" {', '.join(f'{x:,.0f}' for x in pg2['rates'])}), the servers at"
-            f" {' + '.join(_percent(c) for c in pg2['servers_cpu'])} of a core, PostgreSQL at"
-            f" {_percent(pg2['pg_cpu'])}, other processes at {_percent(pg2['others_cpu'])}"
-            f" (with one server: {_percent(pg1['others_cpu'])}), the machine at"
-            f" {_percent(pg2['machine_cpu'])} of 200%. A second server on the same 2 cores"
-            " brings no CPU: it can only take some from the first, from PostgreSQL, from the"
-            " client and from whatever else runs, so the ratio here follows the others' load"
-            " more than the number of servers. On an idle 2-core machine the ceiling with"
-            f" PostgreSQL ({_rounded(pg_ceiling)}) is "
+            f" {', '.join(f'{x:,.0f}' for x in pg2['rates'])} against"
+            f" {', '.join(f'{x:,.0f}' for x in pg1['rates'])}), the two servers splitting the"
+            f" load {' + '.join(f'{x:,.0f}' for x in pg2['by_server'])}. In the quietest rounds:"
+            f" {q2['rate']:,.0f} against {q1['rate']:,.0f} ({_ratio(q2['rate'], q1['rate'])}),"
+            f" the machine at {_percent(q2['machine'])} of 200%: {effect}"
+            f" ({_rounded(pg_ceiling)} at {_us(pg_total)} us a span"
             + (
-                f"only ~{gain:.0f}% above one server's cap ({_rounded(pg_cap)}): that is all a"
-                " second server could add here."
+                f", only ~{gain:.0f}% above what one server could do with a core of its own,"
+                f" {_rounded(pg_cap)})."
                 if gain > 0
-                else f"below one server's cap ({_rounded(pg_cap)}): a second server could add"
-                " nothing here."
+                else f", below what one server could do with a core of its own,"
+                f" {_rounded(pg_cap)})."
             )
-            + f" On separate machines each server brings its own core ({_rounded(pg_cap)}"
-            f" spans/s each) and PostgreSQL needs ~{_us(pg1['pg_us'])} us of its CPU per span"
-            f" ({_rounded(1e6 / pg1['pg_us'])} spans/s per core of the database machine; its"
-            " backends, one per connection, run in parallel), so throughput grows with servers"
-            " until the database's cores or disk are the limit."
+            + " Past that, a second server on the same 2 cores brings no CPU: it can only take"
+            " some from the first, from PostgreSQL, from the client and from whatever else"
+            " runs, which is why the busier rounds vary more with the others' load than with"
+            " the number of servers. On separate machines each server brings its own core (up"
+            f" to {_rounded(pg_cap)} spans/s each) and PostgreSQL needs ~{_us(pg1['pg_us'])} us"
+            f" of its CPU per span ({_rounded(1e6 / pg1['pg_us'])} spans/s per core of the"
+            " database machine; its backends, one per connection, run in parallel), so"
+            " throughput grows with servers until the database's cores or disk are the limit."
         )
     if lite2:
         waits = (
@@ -694,9 +714,12 @@ def notes(by_name: dict[str, dict[str, Any]]) -> list[str]:
             " while it inserts a batch: the other process can parse and check its next batch"
             " meanwhile, and SQLite needs no CPU beyond the servers'. So on 2 cores two SQLite"
             " servers can gain where PostgreSQL cannot: the idle-machine ceiling"
-            f" ({_rounded(lite_ceiling)}) is well above one server's cap ({_rounded(lite_cap)});"
-            f" here the machine was at {_percent(lite2['machine_cpu'])} of 200%, other"
-            f" processes taking {_percent(lite2['others_cpu'])}. It stays one machine (one file;"
+            f" ({_rounded(lite_ceiling)}) is well above one server's cap ({_rounded(lite_cap)})."
+            f" In the quietest rounds: {lite2['quiet']['rate']:,.0f} against"
+            f" {lite1['quiet']['rate']:,.0f} spans/s"
+            f" ({_ratio(lite2['quiet']['rate'], lite1['quiet']['rate'])}), the machine at"
+            f" {_percent(lite2['quiet']['machine'])} of 200%: the write lock, not the CPU, holds"
+            " two servers back. It stays one machine (one file;"
             " SQLite over a network filesystem is not safe), and the lock waits grow with the"
             " writers."
         )
