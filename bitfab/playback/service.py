@@ -92,10 +92,11 @@ def select_items(
         roots = store.newest_roots(key, limit if limit is not None else 5)
     ids = [str(record.get("traceId")) for record in roots]
     tokens = store.token_totals(ids) if ids else {}
+    models = store.trace_models(ids) if ids else {}
     items = []
     for record in roots:
         trace_id = str(record.get("traceId"))
-        model = _model_of_trace(store, record)
+        model = _model_of_root(record) or models.get(trace_id)
         items.append(
             ItemRef(
                 original_trace_id=trace_id,
@@ -112,14 +113,11 @@ def _zero_tokens() -> dict[str, int]:
     return {"input": 0, "output": 0, "cached": 0, "total": 0}
 
 
-def _model_of_trace(store: Store, root: Mapping[str, Any]) -> str | None:
+def _model_of_root(root: Mapping[str, Any]) -> str | None:
+    """The model the root span itself reports (an LLM call replayed on its own)."""
     usage = usage_of(root)
     if usage is not None and usage.get("model"):
         return str(usage["model"])
-    for record in store.trace_spans(str(root.get("traceId"))):
-        usage = usage_of(record)
-        if usage is not None and usage.get("model"):
-            return str(usage["model"])
     return None
 
 

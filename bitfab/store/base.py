@@ -398,6 +398,13 @@ class Store(Protocol):
         """
         ...
 
+    def trace_models(self, trace_ids: Sequence[str]) -> dict[str, str | None]:
+        """The model of each given trace's first LLM call (by start, then id), or None.
+
+        Every asked id is present; one query for all of them (``replay/start`` asks for 100).
+        """
+        ...
+
     def count_spans(self) -> int:
         """How many span records are stored."""
         ...

@@ -365,6 +365,13 @@ class PostgresStore(Store):
             }
         return result
 
+    def trace_models(self, trace_ids: Sequence[str]) -> dict[str, str | None]:
+        asked = list(dict.fromkeys(trace_ids))
+        if not asked:
+            return {}
+        totals = self._conns.run(lambda conn: _trace_totals(conn, asked), "reading")
+        return {trace_id: totals.get(trace_id, NO_TOTALS).model for trace_id in asked}
+
     def count_spans(self) -> int:
         ((count,),) = self._rows(sql.COUNT_SPANS, ())
         return int(count)

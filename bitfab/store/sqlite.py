@@ -337,6 +337,14 @@ class SQLiteStore(Store):
             }
         return result
 
+    def trace_models(self, trace_ids: Sequence[str]) -> dict[str, str | None]:
+        asked = list(dict.fromkeys(trace_ids))
+        if not asked:
+            return {}
+        with self._reading() as conn:
+            totals = _trace_totals(conn, asked)
+        return {trace_id: totals.get(trace_id, NO_TOTALS).model for trace_id in asked}
+
     def count_spans(self) -> int:
         with self._reading() as conn:
             (count,) = conn.execute(sql.COUNT_SPANS).fetchone()

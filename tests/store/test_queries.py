@@ -318,3 +318,23 @@ def test_token_totals_and_replay_trace_ids(store: Store) -> None:
     assert store.replay_trace_ids("run-1") == ["t-r3", "t-r1", "t-r2"]
     assert store.replay_trace_ids("run-3") == []
     assert store.count_spans() == 6
+
+
+def test_trace_models_names_each_traces_first_llm_call(store: Store) -> None:
+    """The model of the earliest span with usage, by start then id; None without one."""
+    store.write(
+        [
+            span("m1", start_ms=0),
+            span("m1b", trace="t-m1", parent="m1", start_ms=20, contexts=[usage("second")]),
+            span("m1a", trace="t-m1", parent="m1", start_ms=10, contexts=[usage("first")]),
+            span("m2", start_ms=5, contexts=[usage("own\x00model")]),
+            span("m3", start_ms=7),
+        ]
+    )
+    assert store.trace_models(["t-m1", "t-m2", "t-m3", "unknown", "t-m1"]) == {
+        "t-m1": "first",
+        "t-m2": "own\x00model",
+        "t-m3": None,
+        "unknown": None,
+    }
+    assert store.trace_models([]) == {}
