@@ -194,6 +194,11 @@ class Connections:
             "SELECT pg_catalog.set_config('lock_timeout', %s, false)",
             (f"{max(1, round(timeout * 1000))}ms",),
         )
+        # The store's queries are short index walks; JIT compiling only pays off for long
+        # analytic scans, and on a table not yet analyzed (a new or bulk-loaded store) the
+        # planner's estimates cross the JIT threshold and one replay/start spent ~240 ms of
+        # ~300 ms compiling (benchmarks/scale.py).
+        conn.execute("SELECT pg_catalog.set_config('jit', 'off', false)")
         if self._requested_schema is not None:
             conn.execute(
                 "SELECT pg_catalog.set_config('search_path', %s, false)",

@@ -219,3 +219,17 @@ def test_bad_pool_options_are_value_errors() -> None:
         PostgresStore(PG_URL, min_size=3, max_size=2)
     with pytest.raises(ValueError, match="connect_timeout"):
         PostgresStore(PG_URL, connect_timeout=0)
+
+
+def test_connections_run_without_jit() -> None:
+    """The store's short queries never pay JIT compilation (a planner estimate on a table not
+    yet analyzed can cross the threshold)."""
+    with fresh_schema() as (url, _):
+        store = PostgresStore(url)
+        try:
+            ((setting,),) = store._conns.run(
+                lambda conn: conn.execute("SHOW jit").fetchall(), "reading"
+            )
+        finally:
+            store.close()
+    assert setting == "off"
