@@ -2,7 +2,7 @@
 
 Same semantics as the SQLite store (the docstrings of :class:`~bitfab.store.base.Store`), over
 a pool of connections (``psycopg_pool``). Writes that touch one trace from several servers at
-once are kept consistent by per-trace advisory locks (see ``write``), ``ON CONFLICT`` upserts
+once are kept consistent by advisory locks on traces (see ``write`` and :func:`trace_lock`), ``ON CONFLICT`` upserts
 and a bounded retry of serialization failures and deadlocks. After ``fork()`` the child opens
 a pool of its own on first use and never touches the parent's. The schema is versioned by
 ``postgres_schema``; statements are in ``postgres_sql``; connections, errors and the escaping
@@ -39,6 +39,7 @@ from bitfab.store.postgres_conn import (
     escape_row,
     lock_key,
     param,
+    trace_lock,
     unescape,
     unescape_row,
 )
@@ -169,9 +170,9 @@ class PostgresStore(Store):
         # dropped trace survives.
         exclusive: dict[int, bool] = {}
         for trace_id in span_trace_ids:
-            exclusive[lock_key(trace_id)] = False
+            exclusive[trace_lock(trace_id)] = False
         for trace_id in drop_ids:
-            exclusive[lock_key(trace_id)] = True
+            exclusive[trace_lock(trace_id)] = True
         lock_keys = sorted(exclusive)
         locks = {
             "space": self._trace_locks,
@@ -479,13 +480,10 @@ class PostgresStore(Store):
                 doomed = list(dict.fromkeys(trace_id for _, _, trace_id, kept in rows if not kept))
                 spans = 0
                 if doomed:
-                    # Exclusive, as a drop: a writer adding spans to these traces waits, and
-                    # whatever it committed first is deleted with the rest.
-                    keys = sorted({lock_key(trace_id) for trace_id in doomed})
-                    cur.execute(
-                        sql.LOCK_TRACES,
-                        {"space": self._trace_locks, "keys": keys, "exclusive": [True] * len(keys)},
-                    )
+                    # No trace locks: these traces are older than the cutoff, and a span that
+                    # reaches one of them while it is being deleted is kept (as one arriving
+                    # just after would be). Locking them would hold up every writer sharing a
+                    # lock bucket with one of them for the whole batch.
                     deleted = cur.execute(sql.DELETE_CALLS_OF_TRACES, (doomed,)).fetchall()
                     spans = len(deleted)
                     cur.execute(sql.DELETE_TRACES, (doomed,))

@@ -52,11 +52,10 @@ _ATTEMPTS = 5
 
 # Failures of a transaction that leave nothing behind (it was rolled back) and that another
 # attempt a moment later usually avoids. OutOfMemory (53200) is, in practice, "out of shared
-# memory": the lock table is full. Each write holds a shared advisory lock per trace it
-# touches until it commits (a batch of 512 one-span traces: 512 locks), and the table holds
-# about max_locks_per_transaction x max_connections (64 x 100 by default) for the whole
-# database server, so ~12-19 such writes at once (e.g. two servers, 10 connections each) can
-# fill it; it empties as they commit.
+# memory": the lock table (about max_locks_per_transaction x max_connections, 64 x 100 by
+# default, for the whole database server) is full. A write holds at most TRACE_LOCK_BUCKETS
+# advisory locks, so bitfab alone fills it only with ~100 writes at once; other applications
+# on the same server may hold locks too. It empties as transactions commit.
 _TRANSIENT = (
     psycopg.errors.SerializationFailure,
     psycopg.errors.DeadlockDetected,
@@ -106,6 +105,21 @@ def escape_row(row: Sequence[Any]) -> tuple[Any, ...]:
 def unescape_row(row: Sequence[Any]) -> tuple[Any, ...]:
     """A row read back with every string unescaped."""
     return tuple(unescape(v) if isinstance(v, str) else v for v in row)
+
+
+TRACE_LOCK_BUCKETS = 64
+"""Traces share this many advisory locks (a trace's is :func:`trace_lock`).
+
+One lock per trace made a batch of 512 one-span traces hold 512 locks until it committed, and
+PostgreSQL's lock table (about max_locks_per_transaction x max_connections, 6,400 by default,
+for the whole database server) filled up with ~15 such batches in flight. Sharing buckets
+costs nothing for span writers, whose locks are shared; only a drop (exclusive, one trace,
+rare) waits for the writers of its bucket."""
+
+
+def trace_lock(trace_id: str) -> int:
+    """The advisory lock (within the store's lock space) that guards ``trace_id``."""
+    return lock_key(trace_id) % TRACE_LOCK_BUCKETS
 
 
 def lock_key(text: str) -> int:

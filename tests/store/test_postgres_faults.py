@@ -22,7 +22,7 @@ from psycopg import sql
 from bitfab.exceptions import StoreError
 from bitfab.store import StoreBusyError, StoreFullError, WriteResult
 from bitfab.store.postgres import PostgresStore
-from bitfab.store.postgres_conn import lock_key
+from bitfab.store.postgres_conn import lock_key, trace_lock
 
 from .factories import span, trace
 from .processes import start_child
@@ -74,11 +74,15 @@ def test_a_trace_locked_by_another_transaction_raises_busy_after_the_timeout(
     with psycopg.connect(url) as other:  # a transaction of another server, mid-drop
         other.execute(
             "SELECT pg_advisory_xact_lock(%s, %s)",
-            (lock_key("bitfab trace " + schema), lock_key("t-1")),
+            (lock_key("bitfab trace " + schema), trace_lock("t-1")),
         )
         with pytest.raises(StoreBusyError) as info:
             store.write([span("blocked", trace="t-1")])
-        elsewhere = store.write([span("elsewhere", trace="t-2")])
+        # a trace of another lock bucket is not held up
+        other_trace = next(
+            t for t in (f"t-{n}" for n in range(2, 200)) if trace_lock(t) != trace_lock("t-1")
+        )
+        elsewhere = store.write([span("elsewhere", trace=other_trace)])
         other.rollback()
     after = store.write([span("blocked", trace="t-1")])
     store.close()

@@ -233,3 +233,35 @@ def test_connections_run_without_jit() -> None:
         finally:
             store.close()
     assert setting == "off"
+
+
+def test_a_write_of_many_traces_holds_few_locks_and_many_such_writes_succeed() -> None:
+    """Traces share TRACE_LOCK_BUCKETS advisory locks: 512 one-span traces take at most 64,
+    so two dozen such batches at once (two servers' worth) fit PostgreSQL's lock table."""
+    from bitfab.store.postgres_conn import TRACE_LOCK_BUCKETS, trace_lock
+
+    ids = [f"01a21d{n:030x}" for n in range(512)]
+    assert len({trace_lock(t) for t in ids}) <= TRACE_LOCK_BUCKETS == 64
+    assert all(0 <= trace_lock(t) < 64 for t in ids)
+
+    with fresh_schema() as (url, _):
+        store = PostgresStore(url, max_size=24, busy_timeout=30)
+        errors: list[BaseException] = []
+
+        def batch(n: int) -> None:
+            try:
+                result = store.write([span(f"s{n}-{i}", trace=f"t{n}-{i}") for i in range(512)])
+                assert result.spans_inserted == 512
+            except BaseException as exc:
+                errors.append(exc)
+
+        try:
+            threads = [threading.Thread(target=batch, args=(n,)) for n in range(24)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(120)
+            assert errors == []
+            assert store.count_spans() == 24 * 512
+        finally:
+            store.close()
