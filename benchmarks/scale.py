@@ -729,11 +729,12 @@ def notes(by_name: dict[str, dict[str, Any]]) -> list[str]:
         out.append(
             f"**`replay/start`** (limit=100, `dryRun: false`): median {lite_ms:.1f} ms on"
             f" SQLite, {pg_ms:.1f} ms on PostgreSQL ({_ratio(pg_ms, lite_ms)}). The selection"
-            " itself is one indexed query on both (plans below), but to name each item's model"
-            " the server reads the spans of each of the 100 traces, one query per trace (these"
-            " roots carry no usage of their own): 100 round trips, each a pool checkout, a"
-            " statement and a context switch to a PostgreSQL backend, where SQLite answers"
-            " in-process."
+            " is one indexed query on both (plans below); the tokens and the models of the 100"
+            " traces take one query each (`Store.token_totals`, `Store.trace_models`; the"
+            " models were 100 queries, one per trace, until they were asked for at once), and"
+            " a run is then written in one transaction. What is left of the difference is the"
+            " round trips: each statement is a pool checkout and a context switch to a"
+            " PostgreSQL backend, where SQLite answers in-process."
         )
     return out
 
