@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bitfab.store.base import FunctionStats
 from bitfab.store.records import SpanRow
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "call_of",
     "median",
     "stats_durations",
+    "stats_from_row",
 ]
 
 ACCURACY = 0.02
@@ -243,3 +245,23 @@ def stats_durations(value: str | Mapping[str, Any]) -> dict[str, int]:
     """A stored histogram (JSON text, or already parsed) as a dict of bucket counts."""
     parsed = json.loads(value) if isinstance(value, str) else value
     return {str(k): int(v) for k, v in parsed.items()}
+
+
+def stats_from_row(row: Sequence[Any]) -> FunctionStats:
+    """A row of the backends' ``FUNCTIONS`` query (key, name, calls, root_calls, errors,
+    first_seen_us, last_seen_us, input, output and cached tokens, durations) as FunctionStats."""
+    key, name, calls, root_calls, errors, first, last, inp, out, cached, durations = row
+    return FunctionStats(
+        key=key,
+        name=name,
+        calls=calls,
+        root_calls=root_calls,
+        errors=errors,
+        first_seen_us=first,
+        last_seen_us=last,
+        p50_duration_ms=median(stats_durations(durations)),
+        input_tokens=inp,
+        output_tokens=out,
+        cached_tokens=cached,
+        total_tokens=inp + out,
+    )

@@ -32,7 +32,12 @@ from bitfab.store.base import (
     check_limit,
     check_search,
 )
-from bitfab.store.function_stats import Call, Changes, call_of, median, stats_durations
+from bitfab.store.function_stats import (
+    Call,
+    Changes,
+    call_of,
+    stats_from_row,
+)
 from bitfab.store.postgres_conn import (
     Connections,
     escape,
@@ -265,35 +270,7 @@ class PostgresStore(Store):
         return roots
 
     def functions(self) -> list[FunctionStats]:
-        return [
-            FunctionStats(
-                key=key,
-                name=name,
-                calls=calls,
-                root_calls=root_calls,
-                errors=errors,
-                first_seen_us=first,
-                last_seen_us=last,
-                p50_duration_ms=median(stats_durations(durations)),
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                cached_tokens=cached_tokens,
-                total_tokens=input_tokens + output_tokens,
-            )
-            for (
-                key,
-                name,
-                calls,
-                root_calls,
-                errors,
-                first,
-                last,
-                input_tokens,
-                output_tokens,
-                cached_tokens,
-                durations,
-            ) in self._rows(sql.FUNCTIONS, ())
-        ]
+        return [stats_from_row(row) for row in self._rows(sql.FUNCTIONS, ())]
 
     def traces(
         self,

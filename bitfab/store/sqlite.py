@@ -35,7 +35,7 @@ from bitfab.store.base import (
     check_limit,
     check_search,
 )
-from bitfab.store.function_stats import Changes, call_of, median, stats_durations
+from bitfab.store.function_stats import Changes, call_of, stats_from_row
 from bitfab.store.migrations import migrate
 from bitfab.store.records import (
     SpanRow,
@@ -236,35 +236,7 @@ class SQLiteStore(Store):
     def functions(self) -> list[FunctionStats]:
         with self._reading() as conn:
             rows = conn.execute(sql.FUNCTIONS).fetchall()
-        return [
-            FunctionStats(
-                key=key,
-                name=name,
-                calls=calls,
-                root_calls=root_calls,
-                errors=errors,
-                first_seen_us=first,
-                last_seen_us=last,
-                p50_duration_ms=median(stats_durations(durations)),
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                cached_tokens=cached_tokens,
-                total_tokens=input_tokens + output_tokens,
-            )
-            for (
-                key,
-                name,
-                calls,
-                root_calls,
-                errors,
-                first,
-                last,
-                input_tokens,
-                output_tokens,
-                cached_tokens,
-                durations,
-            ) in rows
-        ]
+        return [stats_from_row(row) for row in rows]
 
     def traces(
         self,
