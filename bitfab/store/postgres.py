@@ -64,7 +64,9 @@ from bitfab.store.rows import (
     run_from_row,
     run_row,
     split_batch,
+    token_dicts,
     trace_start_us,
+    trace_summaries,
 )
 
 __all__ = ["PostgresStore"]
@@ -298,30 +300,7 @@ class PostgresStore(Store):
             return rows, _trace_totals(conn, [row[0] for row in rows])
 
         rows, totals = self._conns.run(work, "reading", snapshot=True)
-        summaries = []
-        for trace_id, span_id, key_, name, started_at, start_us, duration, error, run, done in rows:
-            trace_totals = totals.get(trace_id, NO_TOTALS)
-            summaries.append(
-                TraceSummary(
-                    trace_id=trace_id,
-                    span_id=span_id,
-                    key=key_,
-                    name=name,
-                    started_at=started_at,
-                    start_us=start_us,
-                    duration_ms=duration,
-                    error=error,
-                    test_run_id=run,
-                    model=trace_totals.model,
-                    completed=bool(done),
-                    span_count=trace_totals.span_count,
-                    input_tokens=trace_totals.input_tokens,
-                    output_tokens=trace_totals.output_tokens,
-                    cached_tokens=trace_totals.cached_tokens,
-                    total_tokens=trace_totals.input_tokens + trace_totals.output_tokens,
-                )
-            )
-        return summaries
+        return trace_summaries(rows, totals)
 
     def replay_trace_ids(self, run_id: str) -> list[str]:
         rows = self._rows(sql.REPLAY_TRACE_IDS, {"run_id": param(run_id)})
@@ -332,16 +311,7 @@ class PostgresStore(Store):
         if not asked:
             return {}
         totals = self._conns.run(lambda conn: _trace_totals(conn, asked), "reading")
-        result = {}
-        for trace_id in asked:
-            trace_totals = totals.get(trace_id, NO_TOTALS)
-            result[trace_id] = {
-                "input": trace_totals.input_tokens,
-                "output": trace_totals.output_tokens,
-                "cached": trace_totals.cached_tokens,
-                "total": trace_totals.input_tokens + trace_totals.output_tokens,
-            }
-        return result
+        return token_dicts(asked, totals)
 
     def trace_models(self, trace_ids: Sequence[str]) -> dict[str, str | None]:
         asked = list(dict.fromkeys(trace_ids))

@@ -7,10 +7,17 @@ text in an escaped form (PostgreSQL) unescapes the row before handing it here.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from bitfab.store.base import TEST_RUN_STATUSES, ApiKey, Rejection, TestRun, TestRunItem
+from bitfab.store.base import (
+    TEST_RUN_STATUSES,
+    ApiKey,
+    Rejection,
+    TestRun,
+    TestRunItem,
+    TraceSummary,
+)
 from bitfab.store.records import (
     RecordError,
     SpanRow,
@@ -223,3 +230,50 @@ def key_from_row(row: Sequence[Any]) -> ApiKey:
         revoked_at=revoked_at,
         last_used_at=last_used_at,
     )
+
+
+def trace_summaries(
+    rows: Iterable[Sequence[Any]], totals: Mapping[str, TraceTotals]
+) -> list[TraceSummary]:
+    """Rows of the backends' ``TRACES_OF_*`` queries (trace id, span id, key, name, started_at,
+    start_us, duration, error, test run id, completed) with their traces' totals."""
+    summaries = []
+    for trace_id, span_id, key, name, started_at, start_us, duration, error, run, done in rows:
+        trace_totals = totals.get(trace_id, NO_TOTALS)
+        summaries.append(
+            TraceSummary(
+                trace_id=trace_id,
+                span_id=span_id,
+                key=key,
+                name=name,
+                started_at=started_at,
+                start_us=start_us,
+                duration_ms=duration,
+                error=error,
+                test_run_id=run,
+                model=trace_totals.model,
+                completed=bool(done),
+                span_count=trace_totals.span_count,
+                input_tokens=trace_totals.input_tokens,
+                output_tokens=trace_totals.output_tokens,
+                cached_tokens=trace_totals.cached_tokens,
+                total_tokens=trace_totals.input_tokens + trace_totals.output_tokens,
+            )
+        )
+    return summaries
+
+
+def token_dicts(
+    asked: Sequence[str], totals: Mapping[str, TraceTotals]
+) -> dict[str, dict[str, int]]:
+    """``Store.token_totals``'s answer: ``{input, output, cached, total}`` per asked trace."""
+    result = {}
+    for trace_id in asked:
+        trace_totals = totals.get(trace_id, NO_TOTALS)
+        result[trace_id] = {
+            "input": trace_totals.input_tokens,
+            "output": trace_totals.output_tokens,
+            "cached": trace_totals.cached_tokens,
+            "total": trace_totals.input_tokens + trace_totals.output_tokens,
+        }
+    return result

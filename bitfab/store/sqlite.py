@@ -57,7 +57,9 @@ from bitfab.store.rows import (
     run_from_row,
     run_row,
     split_batch,
+    token_dicts,
     trace_start_us,
+    trace_summaries,
 )
 from bitfab.store.sqlite_errors import BUSY_CODES, create_file, primary_code, sqlite_error
 
@@ -262,30 +264,7 @@ class SQLiteStore(Store):
                 sql.TRACES_OF_ALL_KEYS if key is None else sql.TRACES_OF_KEY, params
             ).fetchall()
             totals = _trace_totals(conn, [row[0] for row in rows])
-        summaries = []
-        for trace_id, span_id, key_, name, started_at, start_us, duration, error, run, done in rows:
-            trace_totals = totals.get(trace_id, NO_TOTALS)
-            summaries.append(
-                TraceSummary(
-                    trace_id=trace_id,
-                    span_id=span_id,
-                    key=key_,
-                    name=name,
-                    started_at=started_at,
-                    start_us=start_us,
-                    duration_ms=duration,
-                    error=error,
-                    test_run_id=run,
-                    model=trace_totals.model,
-                    completed=bool(done),
-                    span_count=trace_totals.span_count,
-                    input_tokens=trace_totals.input_tokens,
-                    output_tokens=trace_totals.output_tokens,
-                    cached_tokens=trace_totals.cached_tokens,
-                    total_tokens=trace_totals.input_tokens + trace_totals.output_tokens,
-                )
-            )
-        return summaries
+        return trace_summaries(rows, totals)
 
     def replay_trace_ids(self, run_id: str) -> list[str]:
         with self._reading() as conn:
@@ -298,16 +277,7 @@ class SQLiteStore(Store):
             return {}
         with self._reading() as conn:
             totals = _trace_totals(conn, asked)
-        result = {}
-        for trace_id in asked:
-            trace_totals = totals.get(trace_id, NO_TOTALS)
-            result[trace_id] = {
-                "input": trace_totals.input_tokens,
-                "output": trace_totals.output_tokens,
-                "cached": trace_totals.cached_tokens,
-                "total": trace_totals.input_tokens + trace_totals.output_tokens,
-            }
-        return result
+        return token_dicts(asked, totals)
 
     def trace_models(self, trace_ids: Sequence[str]) -> dict[str, str | None]:
         asked = list(dict.fromkeys(trace_ids))
