@@ -13,12 +13,11 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from bitfab.exceptions import StoreError
 from bitfab.store.base import PruneResult, Store
 
-__all__ = ["PruneTotals", "RetentionThread", "parse_age", "prune_in_batches"]
+__all__ = ["RetentionThread", "add_up", "parse_age", "prune_in_batches"]
 
 logger = logging.getLogger("bitfab.retention")
 
@@ -39,27 +38,17 @@ def parse_age(text: str) -> float:
     return seconds
 
 
-@dataclass
-class PruneTotals:
-    """What a whole prune deleted, summed over its batches."""
-
-    traces: int = 0
-    spans: int = 0
-    trace_records: int = 0
-    test_runs: int = 0
-    kept_for_test_runs: int = 0
-    batches: int = 0
-    finished: bool = False
-    """Nothing prunable was left at the end (False when stopped early)."""
-
-    def add(self, result: PruneResult) -> None:
-        self.traces += result.traces
-        self.spans += result.spans
-        self.trace_records += result.trace_records
-        self.test_runs += result.test_runs
-        self.kept_for_test_runs = max(self.kept_for_test_runs, result.kept_for_test_runs)
-        self.batches += result.batches
-        self.finished = result.finished
+def add_up(totals: PruneResult, result: PruneResult) -> PruneResult:
+    """``totals`` plus one more call's ``result`` (kept traces: the most any call saw)."""
+    return PruneResult(
+        traces=totals.traces + result.traces,
+        spans=totals.spans + result.spans,
+        trace_records=totals.trace_records + result.trace_records,
+        test_runs=totals.test_runs + result.test_runs,
+        kept_for_test_runs=max(totals.kept_for_test_runs, result.kept_for_test_runs),
+        batches=totals.batches + result.batches,
+        finished=result.finished,
+    )
 
 
 def prune_in_batches(
@@ -70,15 +59,15 @@ def prune_in_batches(
     include_test_runs: bool = False,
     batch_size: int = 500,
     pause_s: float = 0.02,
-    on_batch: Callable[[PruneTotals], None] | None = None,
+    on_batch: Callable[[PruneResult], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
-) -> PruneTotals:
+) -> PruneResult:
     """Prune until nothing older than ``older_than_us`` is left (or ``should_stop()``).
 
     One store transaction per batch, ``pause_s`` between batches. ``on_batch`` sees the totals
     after each batch that deleted something.
     """
-    totals = PruneTotals()
+    totals = PruneResult(finished=False)
     while not should_stop():
         result = store.prune(
             older_than_us,
@@ -87,7 +76,7 @@ def prune_in_batches(
             include_test_runs=include_test_runs,
             max_batches=1,
         )
-        totals.add(result)
+        totals = add_up(totals, result)
         if result.finished:
             break
         if on_batch is not None:
@@ -124,9 +113,9 @@ class RetentionThread:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.rounds = 0
-        self.last: PruneTotals | None = None
+        self.last: PruneResult | None = None
 
-    def run_once(self) -> PruneTotals:
+    def run_once(self) -> PruneResult:
         """One round: prune everything older than the age, now."""
         cutoff_us = int((self._clock() - self.max_age_s) * 1_000_000)
         totals = prune_in_batches(

@@ -8,7 +8,8 @@ import sys
 import time
 
 from bitfab.cli._common import CliError, _default_db, _open, _shown_db
-from bitfab.retention import PruneTotals, parse_age, prune_in_batches
+from bitfab.retention import parse_age, prune_in_batches
+from bitfab.store.base import PruneResult
 
 
 def _age(text: str) -> float:
@@ -32,7 +33,7 @@ def _prune(args: argparse.Namespace) -> int:
     what = f" of key {args.key!r}" if args.key else ""
     print(f"pruning traces{what} started before {when} from {_shown_db(db)}", file=sys.stderr)
 
-    def progress(totals: PruneTotals) -> None:
+    def progress(totals: PruneResult) -> None:
         if interactive:
             print(
                 f"\r  {totals.traces:,} traces, {totals.spans:,} spans deleted"
