@@ -69,16 +69,6 @@ def _db_flag(args: argparse.Namespace) -> str:
 
 # -- looking at recordings and replaying them ---------------------------------------------------
 
-_VERDICTS = (
-    "same",
-    "changed",
-    "error",
-    "fixed",
-    "still_error",
-    "not_replayable",
-    "skipped",
-    "valid",
-)
 _CLIP = 100
 
 

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from bitfab.cli._common import (
-    _VERDICTS,
     CliError,
     _clip,
 )
 from bitfab.exceptions import BitfabError
+from bitfab.playback.result import VERDICTS
 
 
 def _import_all(modules: Sequence[str]) -> None:
@@ -119,10 +119,10 @@ class _Progress:
 
 def _fail_on(text: str) -> set[str]:
     verdicts = {part.strip() for part in text.split(",") if part.strip()}
-    unknown = sorted(verdicts - set(_VERDICTS))
+    unknown = sorted(verdicts - set(VERDICTS))
     if unknown:
         raise CliError(
-            f"--fail-on: unknown verdict {unknown[0]!r}; choose from {', '.join(_VERDICTS)}", 2
+            f"--fail-on: unknown verdict {unknown[0]!r}; choose from {', '.join(VERDICTS)}", 2
         )
     return verdicts
 

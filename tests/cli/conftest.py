@@ -1,8 +1,10 @@
-"""The `recorded` store the read commands' tests look at."""
+"""The `recorded` store the read commands' tests look at; the e2e helpers (real `bitfab serve`
+processes) importable as `e2e_helpers`."""
 
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,8 @@ from typing import Any
 import pytest
 
 from bitfab import Bitfab
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,13 +10,11 @@ from typing import Any
 
 import pytest
 from cli_helpers import run
+from e2e_helpers import ServerProcess
 
 from bitfab import Bitfab
 from bitfab.retention import RetentionThread, parse_age, prune_in_batches
 from bitfab.store import open_store
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from e2e_helpers import ServerProcess
 
 DAY_NS = 86_400 * 1_000_000_000
 

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import http.server
 import json
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cli_helpers import run
+from e2e_helpers import ServerProcess, create_key
 
 from bitfab import Bitfab
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from e2e_helpers import ServerProcess, create_key
 
 
 @pytest.fixture
