@@ -113,7 +113,6 @@ class RetentionThread:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.rounds = 0
-        self.last: PruneResult | None = None
 
     def run_once(self) -> PruneResult:
         """One round: prune everything older than the age, now."""
@@ -122,7 +121,6 @@ class RetentionThread:
             self.store, cutoff_us, batch_size=self.batch_size, should_stop=self._stop.is_set
         )
         self.rounds += 1
-        self.last = totals
         if totals.traces or totals.test_runs:
             logger.info(
                 "retention: deleted %d trace(s), %d span(s) older than %s in %d batch(es)",
