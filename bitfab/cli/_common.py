@@ -136,12 +136,20 @@ def _read_store(args: argparse.Namespace) -> Reader:
 
         return ServerReader(resolve_config())
     db = args.db or _default_db()
-    if "://" not in db and not os.path.isfile(db):
-        raise CliError(
-            f"no store at {db}; record calls first (try `bitfab demo`), pass --db PATH, or set"
-            " BITFAB_URL to read from a server"
-        )
+    _require_store(
+        db,
+        "record calls first (try `bitfab demo`), pass --db PATH, or set BITFAB_URL to read from"
+        " a server",
+    )
     return open_store(db)
+
+
+def _require_store(db: str, hint: str) -> None:
+    """A one-line error (``no store at DB; HINT``) when ``db`` is a path with no file: the
+    commands that only read or change a store never create an empty one. URLs are left to
+    the store to open."""
+    if "://" not in db and not os.path.isfile(db):
+        raise CliError(f"no store at {db}; {hint}")
 
 
 def _print_table(rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> None:

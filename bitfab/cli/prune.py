@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
-from bitfab.cli._common import CliError, _default_db, _open, _shown_db
+from bitfab.cli._common import CliError, _default_db, _open, _require_store, _shown_db
 from bitfab.retention import parse_age, prune_in_batches
 from bitfab.store.base import PruneResult
 
@@ -25,8 +24,7 @@ def _prune(args: argparse.Namespace) -> int:
     cutoff_s = time.time() - args.older_than
     cutoff_us = int(cutoff_s * 1_000_000)
     db = args.db or _default_db()
-    if "://" not in db and not os.path.isfile(db):
-        raise CliError(f"no store at {db}; pass --db PATH (or set BITFAB_DB)")
+    _require_store(db, "pass --db PATH (or set BITFAB_DB)")
     store = _open(args)
     interactive = sys.stderr.isatty()
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(cutoff_s))

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 from bitfab.cli._common import (
     CliError,
     _clip,
+    _require_store,
 )
 from bitfab.exceptions import BitfabError
 from bitfab.playback.result import VERDICTS
@@ -135,10 +136,8 @@ def _replay(args: argparse.Namespace) -> int:
         bitfab.configure(db=args.db)
     fn = _resolve_target(args.target, args.imports)
     db = args.db or bitfab.default_instance().config.db_path()
-    if not bitfab.default_instance().config.url and not os.path.isfile(db) and "://" not in db:
-        raise CliError(
-            f"no store at {db}; record calls first (try `bitfab demo`) or pass --db PATH"
-        )
+    if not bitfab.default_instance().config.url:
+        _require_store(db, "record calls first (try `bitfab demo`) or pass --db PATH")
     progress = _Progress(sys.stderr, interactive=sys.stderr.isatty())
 
     try:

@@ -13,7 +13,7 @@ from bitfab.cli._common import (
     _shown_db,
 )
 from bitfab.exceptions import MissingExtraError
-from bitfab.store import open_store
+from bitfab.store import is_postgres_url, open_store
 
 
 def is_loopback(host: str) -> bool:
@@ -71,8 +71,8 @@ def _serve(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     db = args.db or _default_db()
-    is_postgres = db.split("://", 1)[0].lower() in ("postgresql", "postgres")
-    store = open_store(db, max_size=args.db_pool_size) if is_postgres else open_store(db)
+    # The pool size is PostgreSQL's; a SQLite store has one writer and no pool.
+    store = open_store(db, max_size=args.db_pool_size) if is_postgres_url(db) else open_store(db)
     try:
         try:
             sock = bind(args.host, args.port)

@@ -46,10 +46,18 @@ __all__ = [
     "TraceSummary",
     "UnknownTestRunError",
     "WriteResult",
+    "is_postgres_url",
     "open_store",
 ]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def is_postgres_url(url_or_path: str | os.PathLike[str]) -> bool:
+    """Whether ``open_store`` opens this as a PostgreSQL store (``postgresql://``, ``postgres://``)."""
+    match = _SCHEME.match(os.fspath(url_or_path))
+    return match is not None and match.group(1).lower() in _POSTGRES_SCHEMES
 
 
 def open_store(url_or_path: str | os.PathLike[str], **options: Any) -> Store:
@@ -75,7 +83,7 @@ def open_store(url_or_path: str | os.PathLike[str], **options: Any) -> Store:
         if not rest.startswith("/"):
             raise StoreError(f"a SQLite URL has no host: sqlite:///<path>, not {text!r}")
         return SQLiteStore(rest[1:], **options)
-    if scheme in ("postgresql", "postgres"):
+    if scheme in _POSTGRES_SCHEMES:
         try:
             from bitfab.store.postgres import PostgresStore
         except ImportError as exc:
